@@ -1,0 +1,22 @@
+//! The storage contract of offload. One object-safe [`Store`] trait that
+//! every backend implements (SQLite, PostgreSQL), a [`Notifier`] for
+//! "something changed" wake-ups, one params struct per method, the portable
+//! [`StoreError`], and the [`Clock`] that passes `now` into every
+//! time-dependent call (SQL never reads the clock itself, so tests can drive
+//! retries and leases with a [`ManualClock`]).
+//!
+//! Methods are grouped by noun and built for batches: insert, claim,
+//! heartbeat, progress and finish take and return slices, so a worker pays
+//! one round-trip (and one commit) for many tasks.
+
+mod clock;
+mod error;
+mod notify;
+mod params;
+mod store;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{StoreError, StoreResult};
+pub use notify::{Notification, Notifier, NotifyHub};
+pub use params::*;
+pub use store::{Capabilities, Store};

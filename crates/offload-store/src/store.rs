@@ -1,0 +1,105 @@
+//! The [`Store`] trait, implemented once per backend.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use offload_types::{Attempt, Task, TaskId};
+use std::sync::Arc;
+
+use crate::params::*;
+use crate::{Notifier, StoreResult};
+
+/// What a backend can do; core code branches on these, never on a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// Notifications reach other processes (not only this one).
+    pub cross_process_notify: bool,
+    /// Several machines may share the store.
+    pub multi_host: bool,
+}
+
+/// The storage contract. Object-safe: `Client` and `Worker` hold an
+/// `Arc<dyn Store>` chosen from a URL at run time. Every time-dependent
+/// call takes `now` in its params. Every method that changes tasks checks
+/// the change against [`Status::can_become`](offload_types::Status::can_become)
+/// and emits [`Notification`](crate::Notification)s after it commits.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// What this backend can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Where this store's notifications come from.
+    fn notifier(&self) -> Arc<dyn Notifier>;
+
+    /// A short description for logs and `--version` output, e.g. `sqlite:offload.db`.
+    fn describe(&self) -> String;
+
+    // ------------------------------------------------------------ leader
+
+    /// Tries to become, or stay, the leader for `params.name`. True if the
+    /// caller leads until `now + ttl`.
+    async fn leader_attempt_elect(&self, params: &LeaderElectParams) -> StoreResult<bool>;
+
+    /// Gives up leadership if the caller holds it.
+    async fn leader_resign(&self, params: &LeaderResignParams) -> StoreResult<()>;
+
+    // ------------------------------------------------------------ task
+
+    /// Stops a task (see [`TaskAbortParams`]); returns it as it is afterwards.
+    async fn task_abort(&self, params: &TaskAbortParams) -> StoreResult<Task>;
+
+    /// A task's history of attempts, oldest first.
+    async fn task_attempts(&self, id: TaskId) -> StoreResult<Vec<Attempt>>;
+
+    /// Claims up to `limit` ready tasks; each returned task carries its `lease_token`.
+    async fn task_claim(&self, params: &TaskClaimParams) -> StoreResult<Vec<Task>>;
+
+    /// Counts tasks by name, queue and status.
+    async fn task_count(&self, params: &TaskCountParams) -> StoreResult<Vec<TaskCount>>;
+
+    /// Deletes one task that is not running.
+    async fn task_delete(&self, params: &TaskDeleteParams) -> StoreResult<()>;
+
+    /// Records finished attempts; a stale lease is refused per item, not written.
+    async fn task_finish_many(&self, params: &TaskFinishParams) -> StoreResult<Vec<FinishResult>>;
+
+    /// One task, or `None`.
+    async fn task_get(&self, id: TaskId) -> StoreResult<Option<Task>>;
+
+    /// Renews leases; reports per lease whether it is still live and
+    /// whether an abort was requested.
+    async fn task_heartbeat_many(
+        &self,
+        params: &TaskHeartbeatParams,
+    ) -> StoreResult<Vec<LeaseState>>;
+
+    /// Inserts tasks in one commit; all or nothing. Returns their ids in order.
+    async fn task_insert_many(&self, params: &TaskInsertParams) -> StoreResult<Vec<TaskId>>;
+
+    /// One page of tasks, newest first.
+    async fn task_list(&self, params: &TaskListParams) -> StoreResult<TaskPage>;
+
+    /// The earliest `run_at` of a scheduled task in a queue.
+    async fn task_next_run_at(
+        &self,
+        params: &TaskNextRunAtParams,
+    ) -> StoreResult<Option<DateTime<Utc>>>;
+
+    /// Records progress reports of live leases.
+    async fn task_progress_many(&self, params: &TaskProgressParams)
+    -> StoreResult<Vec<LeaseState>>;
+
+    /// Deletes terminal tasks matching the filter; returns how many.
+    async fn task_purge(&self, params: &TaskPurgeParams) -> StoreResult<u64>;
+
+    /// Puts tasks whose lease expired back to work (or fails them when out
+    /// of attempts).
+    async fn task_rescue_expired(&self, params: &TaskRescueParams)
+    -> StoreResult<Vec<RescuedTask>>;
+
+    /// Runs a `failed` or `aborted` task again.
+    async fn task_retry(&self, params: &TaskRetryParams) -> StoreResult<Task>;
+
+    /// Changes a task that has not started.
+    async fn task_update(&self, params: &TaskUpdateParams) -> StoreResult<Task>;
+}

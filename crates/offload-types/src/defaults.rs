@@ -1,0 +1,21 @@
+//! Every default of the task model, as named constants in one place.
+
+use std::time::Duration;
+
+/// The queue a task goes to when none is given.
+pub const DEFAULT_QUEUE: &str = "default";
+/// Attempts allowed when neither the task nor its runner says otherwise.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Priority of a task that names none; higher runs first.
+pub const DEFAULT_PRIORITY: i32 = 0;
+/// How long a claim is leased before another worker may rescue the task.
+/// Workers renew it with heartbeats, so only a dead worker lets it lapse.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+/// Terminal tasks older than this are pruned.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Longest task name accepted.
+pub const MAX_NAME_LEN: usize = 200;
+/// Longest queue name accepted.
+pub const MAX_QUEUE_LEN: usize = 100;
+/// Upper bound of `max_attempts`.
+pub const MAX_ATTEMPTS_LIMIT: u32 = 1000;

@@ -1,0 +1,41 @@
+//! The task model of offload, shared by every other crate: [`Task`] and its
+//! [`Status`] with the legal transitions between them, the options a task is
+//! enqueued with ([`TaskOptions`], [`NewTask`]), progress, errors and the
+//! retry policy. This crate does no I/O: no tokio, no SQL.
+//!
+//! ```
+//! use offload_types::{NewTask, Status, TaskOptions};
+//! use serde_json::json;
+//!
+//! let task = NewTask::new("send_email", json!({"to": "a@example.com"}))
+//!     .options(TaskOptions::new().priority(5).queue("mail"));
+//! assert_eq!(task.options.priority, Some(5));
+//! assert!(Status::Running.can_become(Status::Success));
+//! assert!(!Status::Success.can_become(Status::Running));
+//! ```
+
+mod defaults;
+mod duration;
+mod error;
+mod id;
+mod options;
+mod progress;
+mod retry;
+mod status;
+mod task;
+
+pub use defaults::*;
+pub use duration::{DurationParseError, parse_duration};
+pub use error::{TaskError, TaskErrorRecord, ValidationError};
+pub use id::{IdParseError, LeaseToken, TaskId};
+pub use options::{NewTask, TaskOptions};
+pub use progress::Progress;
+pub use retry::RetryPolicy;
+pub use status::{Status, StatusParseError};
+pub use task::{Attempt, AttemptOutcome, Task};
+
+/// Serde helpers for durations written as `"30s"`, `"2m"`, `"1h 30m"` (or a
+/// number of seconds) in JSON and TOML.
+pub mod serde_duration {
+    pub use crate::duration::serde_duration::*;
+}
