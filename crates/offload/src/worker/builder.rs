@@ -1,0 +1,240 @@
+//! [`WorkerBuilder`]: every worker setting, with its default as a named constant.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use offload_store::{Clock, Store, SystemClock};
+use offload_types::{DEFAULT_LEASE, DEFAULT_QUEUE, DEFAULT_RETENTION};
+
+use super::Worker;
+use super::shared::{RegisteredRunner, Shared, WorkerConfig};
+use crate::context::StateMap;
+use crate::typed::TypedRunner;
+use crate::{Error, Hook, Result, Runner, TaskType};
+
+/// Tasks run at once per queue unless configured.
+pub const DEFAULT_CONCURRENCY: usize = 10;
+/// How long running attempts may finish after shutdown starts.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// How long an attempt asked to stop may take before its future is dropped.
+pub const DEFAULT_ABORT_GRACE: Duration = Duration::from_secs(5);
+/// Safety poll of an idle producer (wake-ups normally come by notification).
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the leader rescues expired leases.
+pub const DEFAULT_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+/// Most tasks taken in one claim.
+pub const DEFAULT_CLAIM_BATCH: usize = 100;
+
+/// Configures a [`Worker`].
+pub struct WorkerBuilder {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    runners: HashMap<String, RegisteredRunner>,
+    hooks: Vec<Arc<dyn Hook>>,
+    runner_hooks: Vec<(String, Arc<dyn Hook>)>,
+    state: StateMap,
+    queues: Vec<(String, usize)>,
+    default_concurrency: Option<usize>,
+    worker_id: Option<String>,
+    lease: Duration,
+    shutdown_grace: Duration,
+    abort_grace: Duration,
+    poll_interval: Duration,
+    maintenance_interval: Duration,
+    retention: Duration,
+    claim_batch: usize,
+}
+
+impl WorkerBuilder {
+    pub(crate) fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            clock: Arc::new(SystemClock),
+            runners: HashMap::new(),
+            hooks: Vec::new(),
+            runner_hooks: Vec::new(),
+            state: StateMap::default(),
+            queues: Vec::new(),
+            default_concurrency: None,
+            worker_id: None,
+            lease: DEFAULT_LEASE,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            abort_grace: DEFAULT_ABORT_GRACE,
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            maintenance_interval: DEFAULT_MAINTENANCE_INTERVAL,
+            retention: DEFAULT_RETENTION,
+            claim_batch: DEFAULT_CLAIM_BATCH,
+        }
+    }
+
+    /// Registers the runner for task name `name`.
+    pub fn runner(self, name: impl Into<String>, runner: impl Runner) -> Self {
+        self.runner_arc(name, Arc::new(runner))
+    }
+
+    /// Registers a shared runner for task name `name`.
+    pub fn runner_arc(mut self, name: impl Into<String>, runner: Arc<dyn Runner>) -> Self {
+        self.runners.insert(
+            name.into(),
+            RegisteredRunner {
+                runner,
+                hooks: Vec::new(),
+            },
+        );
+        self
+    }
+
+    /// Registers a typed task under its `NAME`.
+    pub fn task<T: TaskType>(self, task: T) -> Self {
+        self.runner(T::NAME, TypedRunner(task))
+    }
+
+    /// Adds a hook around every attempt of every runner.
+    pub fn hook(mut self, hook: impl Hook) -> Self {
+        self.hooks.push(Arc::new(hook));
+        self
+    }
+
+    /// Adds a hook around the attempts of one runner (runs inside the worker-level hooks).
+    pub fn runner_hook(mut self, name: impl Into<String>, hook: impl Hook) -> Self {
+        self.runner_hooks.push((name.into(), Arc::new(hook)));
+        self
+    }
+
+    /// Registers shared state of type `T`, reachable through [`Context::state`](crate::Context::state).
+    pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.state.insert(value);
+        self
+    }
+
+    /// Tasks run at once from the `default` queue (when no queue is named,
+    /// it is the only queue served).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.default_concurrency = Some(n);
+        self
+    }
+
+    /// Serves `queue` with `concurrency` tasks at once (replaces an earlier setting).
+    pub fn queue(mut self, queue: impl Into<String>, concurrency: usize) -> Self {
+        let queue = queue.into();
+        self.queues.retain(|(q, _)| *q != queue);
+        self.queues.push((queue, concurrency));
+        self
+    }
+
+    /// This worker's id (default: `worker-<pid>-<random>`).
+    pub fn worker_id(mut self, id: impl Into<String>) -> Self {
+        self.worker_id = Some(id.into());
+        self
+    }
+
+    /// Lease length; heartbeats renew it every third of it.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// How long running attempts may finish after shutdown starts.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// How long an attempt asked to stop may take before it is dropped.
+    pub fn abort_grace(mut self, grace: Duration) -> Self {
+        self.abort_grace = grace;
+        self
+    }
+
+    /// Safety poll of an idle producer.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// How often maintenance (rescue, pruning) runs on the leader.
+    pub fn maintenance_interval(mut self, interval: Duration) -> Self {
+        self.maintenance_interval = interval;
+        self
+    }
+
+    /// Terminal tasks older than this are pruned (default 7 days).
+    pub fn retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Most tasks taken in one claim.
+    pub fn claim_batch(mut self, n: usize) -> Self {
+        self.claim_batch = n;
+        self
+    }
+
+    /// Uses another clock (tests).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Checks the settings and builds the worker.
+    pub fn build(mut self) -> Result<Worker> {
+        if self.runners.is_empty() {
+            return Err(Error::Config("no runner registered".into()));
+        }
+        for (name, hook) in self.runner_hooks {
+            match self.runners.get_mut(&name) {
+                Some(r) => r.hooks.push(hook),
+                None => {
+                    return Err(Error::Config(format!(
+                        "runner_hook for {name:?}, which has no runner"
+                    )));
+                }
+            }
+        }
+        if self.queues.is_empty() || self.default_concurrency.is_some() {
+            let n = self.default_concurrency.unwrap_or(DEFAULT_CONCURRENCY);
+            if !self.queues.iter().any(|(q, _)| q == DEFAULT_QUEUE) {
+                self.queues.insert(0, (DEFAULT_QUEUE.to_owned(), n));
+            }
+        }
+        if let Some((q, _)) = self.queues.iter().find(|(_, n)| *n == 0) {
+            return Err(Error::Config(format!("queue {q:?} has concurrency 0")));
+        }
+        if self.lease < Duration::from_millis(100) {
+            return Err(Error::Config(format!(
+                "lease {:?} is too short (at least 100ms)",
+                self.lease
+            )));
+        }
+        if self.claim_batch == 0 {
+            return Err(Error::Config("claim_batch must be at least 1".into()));
+        }
+        let worker_id = self.worker_id.unwrap_or_else(|| {
+            let random = uuid::Uuid::new_v4().simple().to_string();
+            format!("worker-{}-{}", std::process::id(), &random[..6])
+        });
+        let config = WorkerConfig {
+            queues: self.queues,
+            heartbeat_interval: self.lease / 3,
+            lease: self.lease,
+            shutdown_grace: self.shutdown_grace,
+            abort_grace: self.abort_grace,
+            poll_interval: self.poll_interval,
+            maintenance_interval: self.maintenance_interval,
+            retention: self.retention,
+            claim_batch: self.claim_batch,
+        };
+        Ok(Worker {
+            shared: Arc::new(Shared::new(
+                self.store,
+                self.clock,
+                self.runners,
+                self.hooks,
+                self.state,
+                worker_id,
+                config,
+            )),
+        })
+    }
+}

@@ -1,0 +1,84 @@
+//! The completer: collects attempt outcomes and writes them with one
+//! `task_finish_many` call per batch. A store that is unavailable is
+//! retried with back-off until the outcomes are stored.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use offload_store::{TaskFinish, TaskFinishParams};
+use tokio::sync::mpsc;
+
+use super::shared::{CompleterMsg, Counters, Shared};
+
+/// Most outcomes written in one call.
+const MAX_BATCH: usize = 1000;
+/// Longest wait between two tries of a failing write.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// After shutdown starts, stop retrying a failing write after this long
+/// (the leases then expire and the tasks run again).
+const CLOSING_RETRY_LIMIT: Duration = Duration::from_secs(30);
+
+pub(crate) async fn run(shared: Arc<Shared>, mut inbox: mpsc::UnboundedReceiver<CompleterMsg>) {
+    let mut closing = false;
+    while !closing {
+        let Some(first) = inbox.recv().await else {
+            return;
+        };
+        let mut batch = Vec::new();
+        match first {
+            CompleterMsg::Finish(f) => batch.push(f),
+            CompleterMsg::Close => closing = true,
+        }
+        while batch.len() < MAX_BATCH {
+            match inbox.try_recv() {
+                Ok(CompleterMsg::Finish(f)) => batch.push(f),
+                Ok(CompleterMsg::Close) => closing = true,
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            write(&shared, batch, closing).await;
+        }
+    }
+}
+
+async fn write(shared: &Shared, batch: Vec<TaskFinish>, closing: bool) {
+    let started = tokio::time::Instant::now();
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let params = TaskFinishParams {
+            items: batch.clone(),
+            now: shared.clock.now(),
+        };
+        match shared.store.task_finish_many(&params).await {
+            Ok(results) => {
+                for r in results.iter().filter(|r| !r.accepted) {
+                    Counters::add(&shared.stats.stale, 1);
+                    tracing::warn!(task = %r.id, "result refused: the lease was no longer live (the task was rescued)");
+                }
+                return;
+            }
+            Err(e) if closing && started.elapsed() > CLOSING_RETRY_LIMIT => {
+                tracing::error!(error = %e, count = batch.len(), "could not write outcomes before shutdown; their leases will expire and the tasks run again");
+                return;
+            }
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(error = %e, "writing outcomes failed; retrying");
+            }
+            Err(e) if batch.len() > 1 => {
+                // one bad item must not hold back the others
+                tracing::warn!(error = %e, "writing a batch of outcomes failed; writing them one by one");
+                for item in batch {
+                    Box::pin(write(shared, vec![item], closing)).await;
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, task = ?batch.first().map(|f| f.lease.id), "an outcome could not be written; the task's lease will expire and it runs again");
+                return;
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}

@@ -1,0 +1,195 @@
+//! [`Worker`]: runs tasks from the store. Inside, following River's split:
+//! a [`producer`] per queue claims work into free slots, an [`executor`]
+//! runs each attempt, the [`heartbeat`] renews leases and relays abort
+//! requests, the [`completer`] writes outcomes back in batches, and
+//! [`maintenance`] (on the elected leader only) rescues expired leases and
+//! prunes old tasks.
+
+mod builder;
+mod completer;
+mod executor;
+mod heartbeat;
+mod maintenance;
+mod producer;
+mod shared;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use builder::{
+    DEFAULT_ABORT_GRACE, DEFAULT_CLAIM_BATCH, DEFAULT_CONCURRENCY, DEFAULT_MAINTENANCE_INTERVAL,
+    DEFAULT_POLL_INTERVAL, DEFAULT_SHUTDOWN_GRACE, WorkerBuilder,
+};
+pub use shared::WorkerStats;
+
+use crate::{Error, Result};
+use shared::Shared;
+
+/// A configured worker, ready to [`start`](Worker::start) or [`run`](Worker::run).
+///
+/// ```no_run
+/// use offload::{async_trait, Context, Controller, Runner, Task, TaskError, Worker};
+/// use serde_json::{json, Value};
+///
+/// struct SendEmail;
+///
+/// #[async_trait]
+/// impl Runner for SendEmail {
+///     async fn run(&self, task: &Task, _ctx: &Context, _ctl: &Controller) -> Result<Value, TaskError> {
+///         Ok(json!({"sent_to": task.input["to"]}))
+///     }
+/// }
+///
+/// # async fn demo() -> offload::Result<()> {
+/// let store = offload::open("sqlite://offload.db").await?;
+/// let worker = Worker::builder(store)
+///     .runner("send_email", SendEmail)
+///     .concurrency(50)
+///     .build()?;
+/// worker.run(async { tokio::signal::ctrl_c().await.ok(); }).await?;
+/// # Ok(()) }
+/// ```
+pub struct Worker {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("worker_id", &self.shared.worker_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// Starts configuring a worker over `store`.
+    pub fn builder(store: Arc<dyn offload_store::Store>) -> WorkerBuilder {
+        WorkerBuilder::new(store)
+    }
+
+    /// This worker's id, recorded on every attempt it runs.
+    pub fn id(&self) -> &str {
+        &self.shared.worker_id
+    }
+
+    /// Starts every loop on the current tokio runtime.
+    pub fn start(self) -> WorkerHandle {
+        let shared = self.shared;
+        let producers_stop = CancellationToken::new();
+        let services_stop = CancellationToken::new();
+        let executors = TaskTracker::new();
+        let completer = tokio::spawn(completer::run(
+            shared.clone(),
+            shared.take_completion_receiver(),
+        ));
+        let heartbeat = tokio::spawn(heartbeat::run(shared.clone(), services_stop.clone()));
+        let maintenance = tokio::spawn(maintenance::run(shared.clone(), services_stop.clone()));
+        let producers = shared
+            .config
+            .queues
+            .iter()
+            .map(|(queue, concurrency)| {
+                tokio::spawn(producer::run(
+                    shared.clone(),
+                    queue.clone(),
+                    *concurrency,
+                    executors.clone(),
+                    producers_stop.clone(),
+                ))
+            })
+            .collect();
+        tracing::info!(worker = %shared.worker_id, store = %shared.store.describe(), "worker started");
+        WorkerHandle {
+            shared,
+            producers_stop,
+            services_stop,
+            executors,
+            producers,
+            heartbeat,
+            maintenance,
+            completer,
+        }
+    }
+
+    /// Starts, runs until `shutdown` resolves, then shuts down gracefully.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let handle = self.start();
+        shutdown.await;
+        handle.shutdown().await
+    }
+}
+
+/// A running worker.
+pub struct WorkerHandle {
+    shared: Arc<Shared>,
+    producers_stop: CancellationToken,
+    services_stop: CancellationToken,
+    executors: TaskTracker,
+    producers: Vec<JoinHandle<()>>,
+    heartbeat: JoinHandle<()>,
+    maintenance: JoinHandle<()>,
+    completer: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for WorkerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerHandle")
+            .field("worker_id", &self.shared.worker_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerHandle {
+    /// This worker's id.
+    pub fn id(&self) -> &str {
+        &self.shared.worker_id
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> WorkerStats {
+        self.shared.stats.snapshot(self.shared.running_count())
+    }
+
+    /// Graceful shutdown: stop claiming; let running attempts finish within
+    /// the shutdown grace period; then ask the rest to stop, drop those that
+    /// do not within the abort grace period, and hand them back as `pending`
+    /// (attempt not counted); write every outcome; give up leadership.
+    pub async fn shutdown(self) -> Result<()> {
+        let grace = self.shared.config.shutdown_grace;
+        tracing::info!(worker = %self.shared.worker_id, running = self.shared.running_count(), "worker shutting down");
+        self.producers_stop.cancel();
+        for p in self.producers {
+            join(p).await?;
+        }
+        self.executors.close();
+        if tokio::time::timeout(grace, self.executors.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                running = self.shared.running_count(),
+                "shutdown grace period over; stopping the remaining attempts"
+            );
+            self.shared
+                .stop_all(crate::controller::StopReason::Shutdown);
+            self.executors.wait().await;
+        }
+        self.services_stop.cancel();
+        join(self.heartbeat).await?;
+        join(self.maintenance).await?;
+        self.shared.close_completions();
+        join(self.completer).await?;
+        tracing::info!(worker = %self.shared.worker_id, "worker stopped");
+        Ok(())
+    }
+}
+
+async fn join(handle: JoinHandle<()>) -> Result<()> {
+    handle
+        .await
+        .map_err(|e| Error::Config(format!("a worker loop ended abnormally: {e}")))
+}

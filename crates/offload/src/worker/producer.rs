@@ -1,0 +1,149 @@
+//! The producer of one queue: waits for a reason to look (a notification
+//! that work is available, a freed slot, the next scheduled `run_at`, or the
+//! slow safety poll), then claims up to the free slots in one call and hands
+//! each task to an executor.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use offload_store::{Notification, TaskClaimParams, TaskNextRunAtParams};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::{Notify, Semaphore, broadcast};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::executor;
+use super::shared::{Counters, Shared};
+
+/// When fewer slots than this fraction of the concurrency are free and work
+/// is running, wait this long for more to free up, so claims stay batched.
+const GATHER_WAIT: Duration = Duration::from_millis(2);
+/// Back-off after a failed claim.
+const CLAIM_ERROR_BACKOFF: Duration = Duration::from_millis(500);
+
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    queue: String,
+    concurrency: usize,
+    executors: TaskTracker,
+    stop: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(concurrency));
+    let slot_freed = Arc::new(Notify::new());
+    let mut notes = shared.store.notifier().subscribe();
+    let names = Some(shared.names());
+    let batch = shared.config.claim_batch;
+    loop {
+        if stop.is_cancelled() {
+            return;
+        }
+        let mut free = slots.available_permits();
+        if free == 0 {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = slot_freed.notified() => continue,
+            }
+        }
+        if free < (concurrency.min(batch) / 4).max(1) && free < concurrency {
+            // a few slots free while many run: let more finish so the claim is batched
+            let _ = tokio::time::timeout(GATHER_WAIT, slot_freed.notified()).await;
+            free = slots.available_permits();
+        }
+        drain(&mut notes);
+        let want = free.min(batch);
+        let claimed = shared
+            .store
+            .task_claim(&TaskClaimParams {
+                queue: queue.clone(),
+                names: names.clone(),
+                limit: u32::try_from(want).unwrap_or(u32::MAX),
+                worker_id: shared.worker_id.to_string(),
+                lease: shared.config.lease,
+                now: shared.clock.now(),
+            })
+            .await;
+        let tasks = match claimed {
+            Ok(tasks) => tasks,
+            Err(e) => {
+                tracing::warn!(queue = %queue, error = %e, "claim failed; retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(CLAIM_ERROR_BACKOFF) => continue,
+                }
+            }
+        };
+        let got = tasks.len();
+        Counters::add(&shared.stats.claimed, got as u64);
+        for task in tasks {
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                // cannot happen (we claimed at most the free slots); hand it back
+                tracing::error!(task = %task.id, "no free slot for a claimed task");
+                continue;
+            };
+            let shared = shared.clone();
+            let slot_freed = slot_freed.clone();
+            executors.spawn(async move {
+                executor::execute(shared, task).await;
+                drop(permit);
+                slot_freed.notify_one();
+            });
+        }
+        if got == want {
+            continue; // there may be more
+        }
+        if !idle_wait(&shared, &queue, &mut notes, &stop).await {
+            return;
+        }
+    }
+}
+
+/// Drops notifications already queued: the claim about to run sees their effect.
+fn drain(notes: &mut broadcast::Receiver<Notification>) {
+    loop {
+        match notes.try_recv() {
+            Ok(_) | Err(TryRecvError::Lagged(_)) => continue,
+            Err(TryRecvError::Empty) | Err(TryRecvError::Closed) => return,
+        }
+    }
+}
+
+/// Waits until there may be work in `queue`. Returns `false` on stop.
+async fn idle_wait(
+    shared: &Shared,
+    queue: &str,
+    notes: &mut broadcast::Receiver<Notification>,
+    stop: &CancellationToken,
+) -> bool {
+    let next = shared
+        .store
+        .task_next_run_at(&TaskNextRunAtParams {
+            queue: queue.to_owned(),
+            names: Some(shared.names()),
+        })
+        .await
+        .ok()
+        .flatten();
+    let mut wait = shared.config.poll_interval;
+    if let Some(at) = next {
+        let until = (at - shared.clock.now()).to_std().unwrap_or(Duration::ZERO);
+        wait = wait.min(until);
+    }
+    let timer = tokio::time::sleep(wait);
+    tokio::pin!(timer);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return false,
+            _ = &mut timer => return true,
+            note = notes.recv() => match note {
+                Ok(Notification::Available { queue: None }) => return true,
+                Ok(Notification::Available { queue: Some(q) }) if q == queue => return true,
+                Ok(_) => continue,
+                Err(RecvError::Lagged(_)) => return true,
+                Err(RecvError::Closed) => {
+                    *notes = shared.store.notifier().subscribe();
+                    return true;
+                }
+            },
+        }
+    }
+}

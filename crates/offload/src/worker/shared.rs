@@ -1,0 +1,233 @@
+//! State shared by the worker's loops: configuration, runners, the table of
+//! running attempts, the completer's inbox and the counters.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use offload_store::{Clock, LeaseRef, Store, TaskFinish};
+use offload_types::{LeaseToken, TaskId};
+use tokio::sync::{mpsc, watch};
+
+use crate::context::StateMap;
+use crate::controller::StopReason;
+use crate::{Client, Context, Hook, Runner};
+
+/// Settings of one worker; defaults live in [`WorkerBuilder`](super::WorkerBuilder).
+#[derive(Debug, Clone)]
+pub(crate) struct WorkerConfig {
+    pub(crate) queues: Vec<(String, usize)>,
+    pub(crate) lease: Duration,
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) shutdown_grace: Duration,
+    pub(crate) abort_grace: Duration,
+    pub(crate) poll_interval: Duration,
+    pub(crate) maintenance_interval: Duration,
+    pub(crate) retention: Duration,
+    pub(crate) claim_batch: usize,
+}
+
+/// A runner and its own hooks.
+pub(crate) struct RegisteredRunner {
+    pub(crate) runner: Arc<dyn Runner>,
+    pub(crate) hooks: Vec<Arc<dyn Hook>>,
+}
+
+/// One running attempt, as the heartbeat and shutdown see it.
+struct RunningAttempt {
+    lease: LeaseRef,
+    stop: Arc<watch::Sender<Option<StopReason>>>,
+}
+
+/// What goes to the completer.
+pub(crate) enum CompleterMsg {
+    Finish(TaskFinish),
+    Close,
+}
+
+/// Counters since the worker started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerStats {
+    /// Tasks claimed.
+    pub claimed: u64,
+    /// Attempts that succeeded.
+    pub succeeded: u64,
+    /// Tasks that ended `failed`.
+    pub failed: u64,
+    /// Attempts that failed and will be retried.
+    pub retried: u64,
+    /// Tasks that ended `aborted`.
+    pub aborted: u64,
+    /// Results the store refused because the lease was no longer live.
+    pub stale: u64,
+    /// Attempts running now.
+    pub running: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) claimed: AtomicU64,
+    pub(crate) succeeded: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) retried: AtomicU64,
+    pub(crate) aborted: AtomicU64,
+    pub(crate) stale: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self, running: usize) -> WorkerStats {
+        WorkerStats {
+            claimed: self.claimed.load(Ordering::Relaxed),
+            succeeded: self.succeeded.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            retried: self.retried.load(Ordering::Relaxed),
+            aborted: self.aborted.load(Ordering::Relaxed),
+            stale: self.stale.load(Ordering::Relaxed),
+            running: running as u64,
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) client: Client,
+    pub(crate) runners: HashMap<String, RegisteredRunner>,
+    pub(crate) hooks: Vec<Arc<dyn Hook>>,
+    pub(crate) state: Arc<StateMap>,
+    pub(crate) worker_id: Arc<str>,
+    pub(crate) config: WorkerConfig,
+    pub(crate) stats: Counters,
+    /// Keyed by lease token: a rescued task may run here again under a new
+    /// lease while its old attempt is still being stopped.
+    running: Mutex<HashMap<LeaseToken, RunningAttempt>>,
+    completions: mpsc::UnboundedSender<CompleterMsg>,
+    completion_rx: Mutex<Option<mpsc::UnboundedReceiver<CompleterMsg>>>,
+}
+
+impl Shared {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        runners: HashMap<String, RegisteredRunner>,
+        hooks: Vec<Arc<dyn Hook>>,
+        state: StateMap,
+        worker_id: String,
+        config: WorkerConfig,
+    ) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Self {
+            client: Client::new(store.clone()).clock(clock.clone()),
+            store,
+            clock,
+            runners,
+            hooks,
+            state: Arc::new(state),
+            worker_id: worker_id.into(),
+            config,
+            stats: Counters::default(),
+            running: Mutex::new(HashMap::new()),
+            completions: tx,
+            completion_rx: Mutex::new(Some(rx)),
+        }
+    }
+
+    pub(crate) fn context(&self) -> Context {
+        Context::new(
+            self.client.clone(),
+            self.state.clone(),
+            self.worker_id.clone(),
+        )
+    }
+
+    /// The task names this worker runs.
+    pub(crate) fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.runners.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<LeaseToken, RunningAttempt>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn register(&self, lease: LeaseRef, stop: Arc<watch::Sender<Option<StopReason>>>) {
+        self.running()
+            .insert(lease.lease_token, RunningAttempt { lease, stop });
+    }
+
+    pub(crate) fn unregister(&self, lease: LeaseRef) {
+        self.running().remove(&lease.lease_token);
+    }
+
+    pub(crate) fn running_count(&self) -> usize {
+        self.running().len()
+    }
+
+    pub(crate) fn leases(&self) -> Vec<LeaseRef> {
+        self.running().values().map(|r| r.lease).collect()
+    }
+
+    /// Asks the attempt holding `lease` to stop (the first reason wins).
+    pub(crate) fn stop_lease(&self, lease: LeaseRef, reason: StopReason) {
+        if let Some(r) = self.running().get(&lease.lease_token) {
+            request_stop(&r.stop, reason);
+        }
+    }
+
+    /// Asks every attempt of task `id` running here to stop.
+    pub(crate) fn stop_task(&self, id: TaskId, reason: StopReason) {
+        for r in self.running().values().filter(|r| r.lease.id == id) {
+            request_stop(&r.stop, reason);
+        }
+    }
+
+    pub(crate) fn stop_all(&self, reason: StopReason) {
+        for r in self.running().values() {
+            request_stop(&r.stop, reason);
+        }
+    }
+
+    pub(crate) fn complete(&self, finish: TaskFinish) {
+        if self.completions.send(CompleterMsg::Finish(finish)).is_err() {
+            tracing::error!(
+                "completer is gone; an outcome was not written (the lease will expire and the task will run again)"
+            );
+        }
+    }
+
+    pub(crate) fn close_completions(&self) {
+        let _ = self.completions.send(CompleterMsg::Close);
+    }
+
+    pub(crate) fn take_completion_receiver(&self) -> mpsc::UnboundedReceiver<CompleterMsg> {
+        match self
+            .completion_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            Some(rx) => rx,
+            // a worker starts once; a second start gets a closed inbox
+            None => mpsc::unbounded_channel().1,
+        }
+    }
+}
+
+/// Sets the stop reason unless one is set already.
+pub(crate) fn request_stop(tx: &watch::Sender<Option<StopReason>>, reason: StopReason) {
+    tx.send_if_modified(|current| {
+        if current.is_none() {
+            *current = Some(reason);
+            true
+        } else {
+            false
+        }
+    });
+}
