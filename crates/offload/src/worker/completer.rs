@@ -25,13 +25,20 @@ pub(crate) async fn run(shared: Arc<Shared>, mut inbox: mpsc::UnboundedReceiver<
             return;
         };
         let mut batch = Vec::new();
+        let mut slots = Vec::new();
         match first {
-            CompleterMsg::Finish(f) => batch.push(f),
+            CompleterMsg::Finish(f, slot) => {
+                batch.push(f);
+                slots.push(slot);
+            }
             CompleterMsg::Close => closing = true,
         }
         while batch.len() < MAX_BATCH {
             match inbox.try_recv() {
-                Ok(CompleterMsg::Finish(f)) => batch.push(f),
+                Ok(CompleterMsg::Finish(f, slot)) => {
+                    batch.push(f);
+                    slots.push(slot);
+                }
                 Ok(CompleterMsg::Close) => closing = true,
                 Err(_) => break,
             }
@@ -39,6 +46,8 @@ pub(crate) async fn run(shared: Arc<Shared>, mut inbox: mpsc::UnboundedReceiver<
         if !batch.is_empty() {
             write(&shared, batch, closing).await;
         }
+        // the outcomes are stored: the slots may take new work
+        drop(slots);
     }
 }
 

@@ -14,7 +14,7 @@ use offload_types::{RetryPolicy, Task, TaskError};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::shared::{Counters, RegisteredRunner, Shared, request_stop};
+use super::shared::{Counters, RegisteredRunner, Shared, Slot, request_stop};
 use crate::controller::{Decision, DecisionSlot, StopReason};
 use crate::{AttemptResult, Controller, Hook};
 
@@ -29,7 +29,7 @@ enum Ran {
     LeaseLost,
 }
 
-pub(crate) async fn execute(shared: Arc<Shared>, task: Task) {
+pub(crate) async fn execute(shared: Arc<Shared>, task: Task, slot: Slot) {
     let Some(lease_token) = task.lease_token else {
         tracing::error!(task = %task.id, "claimed task without a lease token");
         return;
@@ -41,10 +41,13 @@ pub(crate) async fn execute(shared: Arc<Shared>, task: Task) {
     let Some(registered) = shared.runners.get(&task.name) else {
         // the claim filters by name, so this only happens if the store ignores it
         tracing::error!(task = %task.id, name = %task.name, "no runner for claimed task; releasing it");
-        shared.complete(TaskFinish {
-            lease,
-            outcome: FinishOutcome::Release,
-        });
+        shared.complete(
+            TaskFinish {
+                lease,
+                outcome: FinishOutcome::Release,
+            },
+            slot,
+        );
         return;
     };
     let (stop_tx, stop_rx) = watch::channel(None);
@@ -88,8 +91,9 @@ pub(crate) async fn execute(shared: Arc<Shared>, task: Task) {
         }
     }
     shared.unregister(lease);
+    // the slot stays taken until the outcome is stored (the completer drops it)
     if let Some(outcome) = outcome {
-        shared.complete(TaskFinish { lease, outcome });
+        shared.complete(TaskFinish { lease, outcome }, slot);
     }
 }
 

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::executor;
-use super::shared::{Counters, Shared};
+use super::shared::{Counters, Shared, Slot};
 
 /// When fewer slots than this fraction of the concurrency are free and work
 /// is running, wait this long for more to free up, so claims stay batched.
@@ -76,17 +76,12 @@ pub(crate) async fn run(
         Counters::add(&shared.stats.claimed, got as u64);
         for task in tasks {
             let Ok(permit) = slots.clone().try_acquire_owned() else {
-                // cannot happen (we claimed at most the free slots); hand it back
+                // cannot happen (we claimed at most the free slots)
                 tracing::error!(task = %task.id, "no free slot for a claimed task");
                 continue;
             };
-            let shared = shared.clone();
-            let slot_freed = slot_freed.clone();
-            executors.spawn(async move {
-                executor::execute(shared, task).await;
-                drop(permit);
-                slot_freed.notify_one();
-            });
+            let slot = Slot::new(permit, slot_freed.clone());
+            executors.spawn(executor::execute(shared.clone(), task, slot));
         }
         if got == want {
             continue; // there may be more

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use offload_store::{Clock, LeaseRef, Store, TaskFinish};
 use offload_types::{LeaseToken, TaskId};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit};
 
 use crate::context::StateMap;
 use crate::controller::StopReason;
@@ -40,9 +40,33 @@ struct RunningAttempt {
     stop: Arc<watch::Sender<Option<StopReason>>>,
 }
 
+/// A claimed slot of a queue's concurrency. It is held until the attempt's
+/// outcome is stored, so the store never shows more of this worker's tasks
+/// `running` than its concurrency (and a crash re-runs at most that many).
+pub(crate) struct Slot {
+    permit: Option<OwnedSemaphorePermit>,
+    freed: Arc<Notify>,
+}
+
+impl Slot {
+    pub(crate) fn new(permit: OwnedSemaphorePermit, freed: Arc<Notify>) -> Self {
+        Self {
+            permit: Some(permit),
+            freed,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        drop(self.permit.take());
+        self.freed.notify_one();
+    }
+}
+
 /// What goes to the completer.
 pub(crate) enum CompleterMsg {
-    Finish(TaskFinish),
+    Finish(TaskFinish, Slot),
     Close,
 }
 
@@ -194,8 +218,8 @@ impl Shared {
         }
     }
 
-    pub(crate) fn complete(&self, finish: TaskFinish) {
-        if self.completions.send(CompleterMsg::Finish(finish)).is_err() {
+    pub(crate) fn complete(&self, finish: TaskFinish, slot: Slot) {
+        if self.completions.send(CompleterMsg::Finish(finish, slot)).is_err() {
             tracing::error!(
                 "completer is gone; an outcome was not written (the lease will expire and the task will run again)"
             );

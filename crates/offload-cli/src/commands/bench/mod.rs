@@ -1,0 +1,355 @@
+//! `offload bench`: the four standard workloads of SPEC section 6
+//! (`bulk_enqueue`, `drain`, `single_enqueue`, `pickup_latency`), measured
+//! exactly as the peer harness in `shared/bench/peers/` measures other job
+//! queues, and printed in its line format (`VERSION`, `RESULT`, `NOTE`) so
+//! offload can run next to them in one `run-all`.
+//!
+//! Everything goes through the public library API and the real store: the
+//! driver enqueues with [`offload::Client`], and the worker is an
+//! [`offload::Worker`] with a no-op runner. As the peers do, the worker runs
+//! in a separate process — this binary started again with hidden flags
+//! (see [`worker`]) — unless `--embedded` puts it in the driver's process.
+//! The workloads themselves live in [`workloads`].
+//!
+//! By default the bench uses a fresh file `offload-bench-sqlite/bench.db` in
+//! the temp dir (`$TMPDIR`, else `/tmp`) and deletes only that folder,
+//! before and after (refusing to start while another live bench run owns
+//! it). `--database-url` measures another database instead,
+//! which must hold no task at all: the bench never touches data it did not
+//! create.
+
+mod worker;
+mod workloads;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use offload::{Client, Status, TaskFilter};
+
+use crate::failure::{Failure, code};
+use crate::globals::Globals;
+use crate::output;
+
+/// The queue every bench task goes to; cleaning up touches only this queue.
+const QUEUE: &str = "offload_bench";
+/// The name of every bench task.
+const TASK_NAME: &str = "noop";
+/// The folder under the temp dir that holds the default bench database.
+const BENCH_DIR: &str = "offload-bench-sqlite";
+/// The file in the bench folder naming the process that uses it, so two
+/// runs at once do not delete each other's database.
+const OWNER_FILE: &str = "owner.pid";
+/// The statuses that count as "not finished yet".
+const UNFINISHED: [Status; 4] = [
+    Status::Scheduled,
+    Status::Blocked,
+    Status::Pending,
+    Status::Running,
+];
+
+/// Arguments of `offload bench`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct BenchArgs {
+    /// The storage backend to measure.
+    #[arg(long, value_enum, default_value_t = Backend::Sqlite)]
+    backend: Backend,
+    /// Run the worker inside this process instead of a separate one.
+    #[arg(long)]
+    embedded: bool,
+    /// Measure this database, which must be empty [default: a fresh file in $TMPDIR/offload-bench-sqlite/]
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+    /// Internal: run as the bench's worker process (`drain` or `latency`).
+    #[arg(long, hide = true, value_enum, requires = "expect")]
+    worker: Option<worker::Mode>,
+    /// Internal: how many tasks the worker process waits for.
+    #[arg(long, hide = true)]
+    expect: Option<u64>,
+}
+
+/// The storage backends `offload bench` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Backend {
+    /// The embedded SQLite store.
+    Sqlite,
+}
+
+impl Backend {
+    fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// The harness's environment variables (`shared/bench/peers/README.md`).
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    n: u64,
+    single_n: u64,
+    latency_n: u64,
+    latency_rate: f64,
+    concurrency: usize,
+    batch: u64,
+    timeout: Duration,
+    workloads: Vec<String>,
+}
+
+impl Settings {
+    fn from_env() -> anyhow::Result<Self> {
+        fn var(name: &str, default: &str) -> String {
+            std::env::var(name).unwrap_or_else(|_| default.to_owned())
+        }
+        fn num<T: std::str::FromStr>(name: &str, default: &str) -> anyhow::Result<T> {
+            let text = var(name, default);
+            text.trim()
+                .parse()
+                .map_err(|_| Failure::usage(format!("{name} must be a number, got {text:?}")))
+        }
+        let settings = Self {
+            n: num("BENCH_N", "20000")?,
+            single_n: num("BENCH_SINGLE_N", "2000")?,
+            latency_n: num("BENCH_LATENCY_N", "1000")?,
+            latency_rate: num("BENCH_LATENCY_RATE", "200")?,
+            concurrency: num("BENCH_CONCURRENCY", "100")?,
+            batch: num("BENCH_BATCH", "1000")?,
+            timeout: Duration::try_from_secs_f64(num("BENCH_TIMEOUT", "120")?)
+                .map_err(|e| Failure::usage(format!("BENCH_TIMEOUT: {e}")))?,
+            workloads: var(
+                "BENCH_WORKLOADS",
+                "bulk_enqueue,drain,single_enqueue,pickup_latency",
+            )
+            .split(',')
+            .map(|w| w.trim().to_owned())
+            .filter(|w| !w.is_empty())
+            .collect(),
+        };
+        if settings.concurrency == 0 || settings.batch == 0 {
+            return Err(Failure::usage(
+                "BENCH_CONCURRENCY and BENCH_BATCH must be at least 1",
+            ));
+        }
+        if !(settings.latency_rate > 0.0 && settings.latency_rate.is_finite()) {
+            return Err(Failure::usage(format!(
+                "BENCH_LATENCY_RATE must be a positive number, got {}",
+                settings.latency_rate
+            )));
+        }
+        Ok(settings)
+    }
+}
+
+/// Runs `offload bench` (or, with the hidden `--worker`, its worker process).
+pub(crate) async fn run(args: BenchArgs, _globals: &Globals) -> anyhow::Result<()> {
+    let settings = Settings::from_env()?;
+    if let Some(mode) = args.worker {
+        let url = args
+            .database_url
+            .context("the bench worker process needs --database-url")?;
+        let expect = args
+            .expect
+            .context("the bench worker process needs --expect")?;
+        return worker::process_main(&settings, &url, mode, expect).await;
+    }
+    let peer = if args.embedded {
+        "offload-embedded"
+    } else {
+        "offload"
+    };
+    let out = Out {
+        peer,
+        backend: args.backend.as_str(),
+    };
+    let target = match args.database_url {
+        Some(url) => Target::Given(url),
+        None => Target::TempDir(std::env::temp_dir().join(BENCH_DIR)),
+    };
+    target.prepare()?;
+    let url = target.url();
+    let outcome = drive(&out, &settings, &url, args.embedded).await;
+    let cleaned = target.finish();
+    outcome?;
+    cleaned
+}
+
+/// Opens the store, checks it is empty, runs the workloads; a signal ends
+/// the run early (the caller still cleans up).
+async fn drive(out: &Out, settings: &Settings, url: &str, embedded: bool) -> anyhow::Result<()> {
+    let client = Client::connect(url)
+        .await
+        .with_context(|| format!("cannot open database {url}"))?;
+    let total: u64 = client
+        .count(TaskFilter::default())
+        .await
+        .with_context(|| format!("cannot read database {url}"))?
+        .iter()
+        .map(|c| c.count)
+        .sum();
+    if total > 0 {
+        return Err(Failure::with_code(
+            code::FAILED,
+            format!(
+                "database {url} already holds {total} task(s); offload bench needs an empty database \
+                 (omit --database-url to use a fresh file in the temp dir)"
+            ),
+        ));
+    }
+    out.version(durability(url));
+    let bench = workloads::Bench {
+        out,
+        settings,
+        client: &client,
+        url,
+        embedded,
+    };
+    let interrupted = tokio::select! {
+        () = bench.run_all() => None,
+        signal = stop_signal() => Some(signal),
+    };
+    if let Some(signal) = interrupted {
+        out.note(&format!("interrupted_by={signal}"));
+        return Err(Failure::with_code(
+            code::FAILED,
+            format!("interrupted by {signal}"),
+        ));
+    }
+    if let Err(e) = workloads::clean(&client).await {
+        out.note(&format!("cleanup error={:?}", short(&format!("{e:#}"))));
+    }
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM, with the signal's name.
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
+/// Where the bench stores its tasks.
+enum Target {
+    /// A fresh database in this folder (deleted before and after).
+    TempDir(PathBuf),
+    /// A database the user named; must be empty.
+    Given(String),
+}
+
+impl Target {
+    fn prepare(&self) -> anyhow::Result<()> {
+        match self {
+            Target::TempDir(dir) => {
+                if let Some(pid) = running_owner(dir) {
+                    return Err(Failure::with_code(
+                        code::FAILED,
+                        format!(
+                            "another offload bench (pid {pid}) is using {}; wait for it to end \
+                             or point TMPDIR at another folder",
+                            dir.display()
+                        ),
+                    ));
+                }
+                remove_dir(dir)?;
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+                std::fs::write(dir.join(OWNER_FILE), std::process::id().to_string())
+                    .with_context(|| format!("cannot write into {}", dir.display()))
+            }
+            Target::Given(_) => Ok(()),
+        }
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Target::TempDir(dir) => format!("sqlite://{}", dir.join("bench.db").display()),
+            Target::Given(url) => url.clone(),
+        }
+    }
+
+    fn finish(&self) -> anyhow::Result<()> {
+        match self {
+            Target::TempDir(dir) => remove_dir(dir),
+            Target::Given(_) => Ok(()),
+        }
+    }
+}
+
+/// The bench run that owns `dir`, if its process is still alive.
+fn running_owner(dir: &std::path::Path) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(dir.join(OWNER_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+    (alive && u32::try_from(pid).ok() != Some(std::process::id())).then_some(pid)
+}
+
+fn remove_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            bail!("cannot delete the bench folder {}: {e}", dir.display())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The harness's output lines, for one peer name.
+#[derive(Debug, Clone, Copy)]
+struct Out {
+    peer: &'static str,
+    backend: &'static str,
+}
+
+impl Out {
+    fn line(text: &str) {
+        // stdout is the report; a closed pipe only loses the report
+        let _ = output::print(text);
+    }
+
+    fn version(&self, durability: &str) {
+        Self::line(&format!(
+            "VERSION peer={} packages=offload-{} rustc={} durability={durability}",
+            self.peer,
+            env!("CARGO_PKG_VERSION"),
+            env!("OFFLOAD_RUSTC_VERSION"),
+        ));
+    }
+
+    fn result(&self, workload: &str, value: f64, unit: &str) {
+        Self::line(&format!(
+            "RESULT peer={} backend={} workload={workload} value={value:.3} unit={unit}",
+            self.peer, self.backend
+        ));
+    }
+
+    fn note(&self, message: &str) {
+        Self::line(&format!("NOTE peer={} {message}", self.peer));
+    }
+}
+
+/// The durability a SQLite URL asks for (`normal` unless `durability=full`).
+fn durability(url: &str) -> &'static str {
+    let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
+    if query
+        .split('&')
+        .any(|pair| pair.eq_ignore_ascii_case("durability=full"))
+    {
+        "full"
+    } else {
+        "normal"
+    }
+}
+
+/// The first 200 characters of an error message, for a NOTE line.
+fn short(message: &str) -> String {
+    message.chars().take(200).collect()
+}

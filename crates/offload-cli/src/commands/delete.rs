@@ -1,0 +1,23 @@
+//! `offload delete ID`: delete a task that is not running, with its history.
+
+use crate::commands::parse_id;
+use crate::globals::Globals;
+use crate::output;
+
+/// Arguments of `offload delete`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DeleteArgs {
+    /// The task id.
+    id: String,
+}
+
+/// Runs `offload delete`.
+pub(crate) async fn run(args: DeleteArgs, globals: &Globals) -> anyhow::Result<()> {
+    let id = parse_id(&args.id)?;
+    let client = globals.client().await?;
+    client.delete(id).await?;
+    if globals.json {
+        return output::print_json(&serde_json::json!({ "deleted": id }));
+    }
+    output::print(&format!("deleted task {id}"))
+}

@@ -1,0 +1,293 @@
+//! How task fields are stored and read back: timestamps as UTC
+//! microseconds, ids and lease tokens as 16-byte blobs, JSON as text.
+//! [`RawTask`] is a row as SQLite returns it; turning it into a [`Task`]
+//! (JSON parsing) happens on the caller's thread, not the writer's, so the
+//! single writer thread spends its time in SQLite only.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use offload_store::StoreError;
+use offload_types::{
+    Attempt, AttemptOutcome, DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, DEFAULT_QUEUE, LeaseToken,
+    NewTask, Status, Task, TaskErrorRecord, TaskId,
+};
+use rusqlite::Row;
+use uuid::Uuid;
+
+use crate::error::corrupt;
+
+/// The `tasks` columns every query that returns whole tasks selects, in
+/// the order [`RawTask::from_row`] reads them.
+pub(crate) const TASK_COLUMNS: &str = "id, name, queue, input, status, output, error, progress, \
+     priority, attempt, max_attempts, run_at, timeout_ms, retry, tags, metadata, \
+     abort_requested_at, worker_id, lease_token, lease_expires_at, created_at, started_at, \
+     finished_at, updated_at";
+
+/// A time as stored: microseconds since the Unix epoch, UTC.
+pub(crate) fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+/// A stored time read back.
+pub(crate) fn time(us: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_micros(us)
+        .ok_or_else(|| corrupt(format!("timestamp {us} out of range")))
+}
+
+fn opt_time(us: Option<i64>) -> Result<Option<DateTime<Utc>>, StoreError> {
+    us.map(time).transpose()
+}
+
+/// A duration in microseconds, saturating at `i64::MAX`.
+pub(crate) fn span_micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// `now + d` in stored form, saturating.
+pub(crate) fn after(now: DateTime<Utc>, d: Duration) -> i64 {
+    micros(now).saturating_add(span_micros(d))
+}
+
+/// JSON text of a serializable value.
+pub(crate) fn json<T: serde::Serialize + ?Sized>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(StoreError::backend)
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| corrupt(format!("column {column} holds bad JSON: {e}")))
+}
+
+fn opt_json<T: serde::de::DeserializeOwned>(
+    column: &str,
+    text: Option<&str>,
+) -> Result<Option<T>, StoreError> {
+    text.map(|t| parse_json(column, t)).transpose()
+}
+
+fn small<T: TryFrom<i64>>(column: &str, v: i64) -> Result<T, StoreError> {
+    T::try_from(v).map_err(|_| corrupt(format!("column {column} holds {v}, out of range")))
+}
+
+fn status(s: &str) -> Result<Status, StoreError> {
+    s.parse()
+        .map_err(|_| corrupt(format!("column status holds {s:?}")))
+}
+
+/// A `tasks` row as SQLite returns it, before any JSON is parsed.
+#[derive(Debug, Clone)]
+pub(crate) struct RawTask {
+    id: [u8; 16],
+    name: String,
+    queue: String,
+    input: String,
+    status: String,
+    output: Option<String>,
+    error: Option<String>,
+    progress: Option<String>,
+    priority: i64,
+    attempt: i64,
+    max_attempts: i64,
+    run_at: i64,
+    timeout_ms: Option<i64>,
+    retry: Option<String>,
+    tags: String,
+    metadata: String,
+    abort_requested_at: Option<i64>,
+    worker_id: Option<String>,
+    lease_token: Option<[u8; 16]>,
+    lease_expires_at: Option<i64>,
+    created_at: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    updated_at: i64,
+}
+
+impl RawTask {
+    /// Reads a row selected with [`TASK_COLUMNS`].
+    pub(crate) fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: row.get(0)?,
+            name: row.get(1)?,
+            queue: row.get(2)?,
+            input: row.get(3)?,
+            status: row.get(4)?,
+            output: row.get(5)?,
+            error: row.get(6)?,
+            progress: row.get(7)?,
+            priority: row.get(8)?,
+            attempt: row.get(9)?,
+            max_attempts: row.get(10)?,
+            run_at: row.get(11)?,
+            timeout_ms: row.get(12)?,
+            retry: row.get(13)?,
+            tags: row.get(14)?,
+            metadata: row.get(15)?,
+            abort_requested_at: row.get(16)?,
+            worker_id: row.get(17)?,
+            lease_token: row.get(18)?,
+            lease_expires_at: row.get(19)?,
+            created_at: row.get(20)?,
+            started_at: row.get(21)?,
+            finished_at: row.get(22)?,
+            updated_at: row.get(23)?,
+        })
+    }
+
+    /// The task's id.
+    pub(crate) fn id(&self) -> TaskId {
+        TaskId::from_bytes(self.id)
+    }
+
+    /// The claim order: priority (higher first), then `run_at`, then id.
+    pub(crate) fn claim_order(&self) -> (std::cmp::Reverse<i64>, i64, [u8; 16]) {
+        (std::cmp::Reverse(self.priority), self.run_at, self.id)
+    }
+
+    /// Parses the row into a [`Task`].
+    pub(crate) fn into_task(self) -> Result<Task, StoreError> {
+        Ok(Task {
+            id: TaskId::from_bytes(self.id),
+            name: self.name,
+            queue: self.queue,
+            input: parse_json("input", &self.input)?,
+            status: status(&self.status)?,
+            output: opt_json("output", self.output.as_deref())?,
+            error: opt_json("error", self.error.as_deref())?,
+            progress: opt_json("progress", self.progress.as_deref())?,
+            priority: small("priority", self.priority)?,
+            attempt: small("attempt", self.attempt)?,
+            max_attempts: small("max_attempts", self.max_attempts)?,
+            run_at: time(self.run_at)?,
+            timeout: self
+                .timeout_ms
+                .map(|ms| small::<u64>("timeout_ms", ms).map(Duration::from_millis))
+                .transpose()?,
+            retry: opt_json("retry", self.retry.as_deref())?,
+            tags: parse_json("tags", &self.tags)?,
+            metadata: parse_json("metadata", &self.metadata)?,
+            abort_requested_at: opt_time(self.abort_requested_at)?,
+            worker_id: self.worker_id,
+            lease_token: self.lease_token.map(|b| LeaseToken(Uuid::from_bytes(b))),
+            lease_expires_at: opt_time(self.lease_expires_at)?,
+            created_at: time(self.created_at)?,
+            started_at: opt_time(self.started_at)?,
+            finished_at: opt_time(self.finished_at)?,
+            updated_at: time(self.updated_at)?,
+        })
+    }
+}
+
+/// Parses many rows.
+pub(crate) fn into_tasks(raw: Vec<RawTask>) -> Result<Vec<Task>, StoreError> {
+    raw.into_iter().map(RawTask::into_task).collect()
+}
+
+/// A `task_attempts` row as SQLite returns it.
+#[derive(Debug, Clone)]
+pub(crate) struct RawAttempt {
+    attempt: i64,
+    worker_id: String,
+    started_at: i64,
+    finished_at: Option<i64>,
+    outcome: String,
+    error: Option<String>,
+}
+
+/// The `task_attempts` columns [`RawAttempt::from_row`] reads.
+pub(crate) const ATTEMPT_COLUMNS: &str =
+    "attempt, worker_id, started_at, finished_at, outcome, error";
+
+impl RawAttempt {
+    /// Reads a row selected with [`ATTEMPT_COLUMNS`].
+    pub(crate) fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            attempt: row.get(0)?,
+            worker_id: row.get(1)?,
+            started_at: row.get(2)?,
+            finished_at: row.get(3)?,
+            outcome: row.get(4)?,
+            error: row.get(5)?,
+        })
+    }
+
+    /// Parses the row into an [`Attempt`].
+    pub(crate) fn into_attempt(self) -> Result<Attempt, StoreError> {
+        Ok(Attempt {
+            attempt: small("attempt", self.attempt)?,
+            worker_id: self.worker_id,
+            started_at: time(self.started_at)?,
+            finished_at: opt_time(self.finished_at)?,
+            outcome: AttemptOutcome::parse(&self.outcome)
+                .ok_or_else(|| corrupt(format!("attempt outcome {:?}", self.outcome)))?,
+            error: opt_json("error", self.error.as_deref())?,
+        })
+    }
+}
+
+/// A validated [`NewTask`] in stored form, prepared on the caller's thread.
+#[derive(Debug, Clone)]
+pub(crate) struct NewRow {
+    pub(crate) id: [u8; 16],
+    pub(crate) name: String,
+    pub(crate) queue: String,
+    pub(crate) input: String,
+    pub(crate) status: &'static str,
+    pub(crate) priority: i64,
+    pub(crate) max_attempts: i64,
+    pub(crate) run_at: i64,
+    pub(crate) timeout_ms: Option<i64>,
+    pub(crate) retry: Option<String>,
+    pub(crate) tags: String,
+    pub(crate) metadata: String,
+}
+
+impl NewRow {
+    /// Validates `task` and fills the defaults: queue `default`, priority
+    /// 0, `max_attempts` 3, metadata `{}`; `scheduled` when it starts after
+    /// `now`, else `pending`.
+    pub(crate) fn prepare(task: &NewTask, now: DateTime<Utc>) -> Result<Self, StoreError> {
+        task.validate()?;
+        let o = &task.options;
+        let run_at = o.start_time(now);
+        let status = if run_at > now {
+            Status::Scheduled
+        } else {
+            Status::Pending
+        };
+        Ok(Self {
+            id: *task.id.as_bytes(),
+            name: task.name.clone(),
+            queue: o.queue.clone().unwrap_or_else(|| DEFAULT_QUEUE.to_owned()),
+            input: json(&task.input)?,
+            status: status.as_str(),
+            priority: i64::from(o.priority.unwrap_or(DEFAULT_PRIORITY)),
+            max_attempts: i64::from(o.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS)),
+            run_at: micros(run_at),
+            timeout_ms: o
+                .timeout
+                .map(|t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX)),
+            retry: o.retry.as_ref().map(json).transpose()?,
+            tags: json(&o.tags)?,
+            metadata: match &o.metadata {
+                Some(m) => json(m)?,
+                None => "{}".to_owned(),
+            },
+        })
+    }
+}
+
+/// The error record a store writes itself (abort, rescue).
+pub(crate) fn error_record(
+    kind: &str,
+    message: impl Into<String>,
+    attempt: i64,
+    at: DateTime<Utc>,
+) -> TaskErrorRecord {
+    TaskErrorRecord {
+        kind: kind.to_owned(),
+        message: message.into(),
+        attempt: u32::try_from(attempt).unwrap_or(0),
+        at,
+    }
+}

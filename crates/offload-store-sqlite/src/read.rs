@@ -1,0 +1,251 @@
+//! The pool of read-only connections and the read queries (get, list,
+//! count, attempts, next run time). Reads run on tokio's blocking pool in
+//! parallel with the writer: WAL mode gives each a consistent snapshot of
+//! the last commit.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use offload_store::{StoreError, StoreResult, TaskCount, TaskFilter};
+use rusqlite::Connection;
+use rusqlite::types::Value;
+use tokio::sync::Semaphore;
+
+use crate::codec::{ATTEMPT_COLUMNS, RawAttempt, RawTask, TASK_COLUMNS, micros};
+use crate::error::map;
+use crate::options::SqliteOptions;
+
+/// Read-only connections, opened lazily up to `options.readers`.
+#[derive(Debug)]
+pub(crate) struct Readers {
+    path: PathBuf,
+    options: SqliteOptions,
+    idle: Mutex<Vec<Connection>>,
+    permits: Arc<Semaphore>,
+}
+
+impl Readers {
+    /// A pool for the database at `path`.
+    pub(crate) fn new(path: PathBuf, options: SqliteOptions) -> Arc<Self> {
+        let size = options.readers.clamp(1, 64);
+        Arc::new(Self {
+            path,
+            options,
+            idle: Mutex::new(Vec::with_capacity(size)),
+            permits: Arc::new(Semaphore::new(size)),
+        })
+    }
+
+    /// Runs `f` on a pooled read connection on the blocking thread pool.
+    pub(crate) async fn run<T, F>(self: &Arc<Self>, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Unavailable("the store is closed".to_owned()))?;
+        let this = self.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            crate::conn::set_thread_busy_timeout(this.options.busy_timeout);
+            let pooled = this.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let conn = match pooled {
+                Some(c) => c,
+                None => crate::conn::open_reader(&this.path, &this.options)?,
+            };
+            let result = f(&conn);
+            this.idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(conn);
+            result
+        })
+        .await;
+        joined.map_err(|e| {
+            StoreError::backend(crate::error::Message(format!("a store read failed: {e}")))
+        })?
+    }
+}
+
+/// One task row.
+pub(crate) fn get(conn: &Connection, id: [u8; 16]) -> StoreResult<Option<RawTask>> {
+    let mut stmt = conn
+        .prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"))
+        .map_err(map)?;
+    let mut rows = stmt.query([id]).map_err(map)?;
+    match rows.next().map_err(map)? {
+        Some(row) => Ok(Some(RawTask::from_row(row).map_err(map)?)),
+        None => Ok(None),
+    }
+}
+
+/// A `WHERE` clause and its parameters for a [`TaskFilter`].
+#[derive(Debug, Default)]
+pub(crate) struct Where {
+    clauses: Vec<String>,
+    params: Vec<Value>,
+}
+
+impl Where {
+    /// The clauses of `filter`.
+    pub(crate) fn filter(filter: &TaskFilter) -> Self {
+        let mut w = Self::default();
+        w.any_of(
+            "status",
+            filter.statuses.iter().map(|s| s.as_str().to_owned()),
+        );
+        w.any_of("name", filter.names.iter().cloned());
+        w.any_of("queue", filter.queues.iter().cloned());
+        if let Some(tag) = &filter.tag {
+            w.push(
+                "EXISTS (SELECT 1 FROM json_each(tasks.tags) WHERE json_each.value = ?)",
+                Value::Text(tag.clone()),
+            );
+        }
+        if let Some(t) = filter.created_after {
+            w.push("created_at >= ?", Value::Integer(micros(t)));
+        }
+        if let Some(t) = filter.created_before {
+            w.push("created_at < ?", Value::Integer(micros(t)));
+        }
+        w
+    }
+
+    /// Adds `clause` with one `?` bound to `value`.
+    pub(crate) fn push(&mut self, clause: &str, value: Value) {
+        self.clauses.push(clause.to_owned());
+        self.params.push(value);
+    }
+
+    /// Adds a clause without parameters.
+    pub(crate) fn raw(&mut self, clause: &str) {
+        self.clauses.push(clause.to_owned());
+    }
+
+    fn any_of(&mut self, column: &str, values: impl Iterator<Item = String>) {
+        let values: Vec<String> = values.collect();
+        if values.is_empty() {
+            return;
+        }
+        let marks = vec!["?"; values.len()].join(", ");
+        self.clauses.push(format!("{column} IN ({marks})"));
+        self.params.extend(values.into_iter().map(Value::Text));
+    }
+
+    /// ` WHERE a AND b` (or nothing).
+    pub(crate) fn sql(&self) -> String {
+        if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.clauses.join(" AND "))
+        }
+    }
+
+    /// The parameters, in order, then `extra`.
+    pub(crate) fn params(&self, extra: &[Value]) -> Vec<Value> {
+        let mut p = self.params.clone();
+        p.extend_from_slice(extra);
+        p
+    }
+}
+
+/// Up to `limit` tasks matching `w` with ids below `before`, newest first.
+pub(crate) fn list(
+    conn: &Connection,
+    mut w: Where,
+    before: Option<[u8; 16]>,
+    limit: u32,
+) -> StoreResult<Vec<RawTask>> {
+    if let Some(id) = before {
+        w.push("id < ?", Value::Blob(id.to_vec()));
+    }
+    let sql = format!(
+        "SELECT {TASK_COLUMNS} FROM tasks{} ORDER BY id DESC LIMIT ?",
+        w.sql()
+    );
+    let mut stmt = conn.prepare_cached(&sql).map_err(map)?;
+    let params = w.params(&[Value::Integer(i64::from(limit))]);
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(params), RawTask::from_row)
+        .map_err(map)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map)
+}
+
+/// Counts by name, queue and status.
+pub(crate) fn count(conn: &Connection, w: &Where) -> StoreResult<Vec<TaskCount>> {
+    let sql = format!(
+        "SELECT name, queue, status, count(*) FROM tasks{} GROUP BY name, queue, status ORDER BY name, queue, status",
+        w.sql()
+    );
+    let mut stmt = conn.prepare_cached(&sql).map_err(map)?;
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(w.params(&[])), |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })
+        .map_err(map)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (name, queue, status, count) = row.map_err(map)?;
+        out.push(TaskCount {
+            name,
+            queue,
+            status: status
+                .parse()
+                .map_err(|_| crate::error::corrupt(format!("column status holds {status:?}")))?,
+            count: u64::try_from(count).unwrap_or(0),
+        });
+    }
+    Ok(out)
+}
+
+/// A task's attempts, oldest first; `None` when the task does not exist.
+pub(crate) fn attempts(conn: &Connection, id: [u8; 16]) -> StoreResult<Option<Vec<RawAttempt>>> {
+    let exists = conn
+        .prepare_cached("SELECT 1 FROM tasks WHERE id = ?1")
+        .and_then(|mut s| s.exists([id]))
+        .map_err(map)?;
+    if !exists {
+        return Ok(None);
+    }
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM task_attempts WHERE task_id = ?1 ORDER BY id"
+        ))
+        .map_err(map)?;
+    let rows = stmt.query_map([id], RawAttempt::from_row).map_err(map)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>()
+        .map(Some)
+        .map_err(map)
+}
+
+/// The earliest `run_at` of a scheduled task of `queue` (and `names`, a
+/// JSON array, when given).
+pub(crate) fn next_run_at(
+    conn: &Connection,
+    queue: &str,
+    names: Option<&str>,
+) -> StoreResult<Option<i64>> {
+    let result = match names {
+        None => conn
+            .prepare_cached(
+                "SELECT min(run_at) FROM tasks WHERE status = 'scheduled' AND queue = ?1",
+            )
+            .and_then(|mut s| s.query_row([queue], |r| r.get(0))),
+        Some(names) => conn
+            .prepare_cached(
+                "SELECT min(run_at) FROM tasks WHERE status = 'scheduled' AND queue = ?1 \
+                 AND name IN (SELECT value FROM json_each(?2))",
+            )
+            .and_then(|mut s| s.query_row([queue, names], |r| r.get(0))),
+    };
+    result.map_err(map)
+}

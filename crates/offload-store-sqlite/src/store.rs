@@ -1,0 +1,573 @@
+//! [`SqliteStore`]: opening, and the [`Store`] implementation. Each method
+//! validates and encodes its arguments on the caller's task, sends one
+//! command to the writer thread (or runs a read on the reader pool), and
+//! parses the rows it gets back.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use offload_store::{
+    Capabilities, FinishOutcome, FinishResult, LeaderElectParams, LeaderResignParams, LeaseState,
+    Notifier, NotifyHub, RescuedTask, Store, StoreError, StoreResult, TaskAbortParams,
+    TaskClaimParams, TaskCount, TaskCountParams, TaskDeleteParams, TaskFinishParams,
+    TaskHeartbeatParams, TaskInsertParams, TaskListParams, TaskNextRunAtParams, TaskPage,
+    TaskProgressParams, TaskPurgeParams, TaskRescueParams, TaskRetryParams, TaskUpdateParams,
+    parse_cursor,
+};
+use offload_types::{
+    Attempt, AttemptOutcome, MAX_ATTEMPTS_LIMIT, Status, Task, TaskId, ValidationError,
+};
+use rusqlite::types::Value;
+
+use crate::codec::{NewRow, RawAttempt, after, into_tasks, json, micros, time};
+use crate::options::{SqliteOptions, parse_url};
+use crate::read::{self, Readers, Where};
+use crate::wake::{Broadcaster, SqliteNotifier, WakeShared};
+use crate::write::{self, ClaimArgs, EndRow, Lease, UpdateArgs};
+use crate::writer::{Writer, WriterStats};
+
+/// Rows deleted per purge transaction, so a large purge never holds the
+/// write lock for long.
+const PURGE_BATCH: u32 = 1000;
+/// Largest page `task_list` returns.
+const MAX_PAGE: u32 = 1000;
+
+/// The embedded SQLite store: one file in WAL mode, one writer thread with
+/// group commit, a pool of readers, cross-process wake-ups.
+///
+/// Cheap to clone (an `Arc` inside); dropping the last clone stops the
+/// writer thread after its current batch and removes this process's
+/// wake-up socket.
+///
+/// ```no_run
+/// use offload_store::Store;
+/// use offload_store_sqlite::{SqliteOptions, SqliteStore};
+///
+/// # async fn demo() -> Result<(), offload_store::StoreError> {
+/// let store = SqliteStore::open("offload.db", SqliteOptions::default()).await?;
+/// let same = SqliteStore::open_url("sqlite://offload.db?durability=full").await?;
+/// assert_eq!(store.describe(), "sqlite:offload.db");
+/// # drop(same);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    // Dropped first: the writer thread stops before the notifier goes.
+    writer: Writer,
+    readers: Arc<Readers>,
+    notifier: Arc<SqliteNotifier>,
+}
+
+impl SqliteStore {
+    /// Opens (creating it if allowed) the database at `path` and applies
+    /// pending migrations.
+    ///
+    /// Errors: `Unavailable` when the path cannot be reached (its directory
+    /// is missing, permission is denied) or the file is locked past the
+    /// busy timeout; `Corrupt` when the file is not an SQLite database, is
+    /// another application's database, or has a schema newer than this
+    /// build. A refused file is left unchanged.
+    pub async fn open(path: impl AsRef<Path>, options: SqliteOptions) -> StoreResult<Self> {
+        let path = path.as_ref().to_path_buf();
+        tokio::task::spawn_blocking(move || Self::open_blocking(path, options))
+            .await
+            .map_err(|e| {
+                StoreError::backend(crate::error::Message(format!(
+                    "opening the store failed: {e}"
+                )))
+            })?
+    }
+
+    /// Opens the store a `sqlite://` URL names: `sqlite://offload.db`,
+    /// `sqlite://relative/dir/x.db`, `sqlite:///abs/path.db`, with optional
+    /// `?durability=normal|full` (also `busy_timeout=5s`, `readers=4`,
+    /// `create=false`). Unknown parameters are refused.
+    pub async fn open_url(url: &str) -> StoreResult<Self> {
+        let (path, options) = parse_url(url)?;
+        Self::open(path, options).await
+    }
+
+    fn open_blocking(path: PathBuf, options: SqliteOptions) -> StoreResult<Self> {
+        let conn = crate::conn::open_writer(&path, &options)?;
+        let hub = NotifyHub::new();
+        let wake = WakeShared::new(&path);
+        let writer = Writer::start(
+            conn,
+            hub.clone(),
+            Broadcaster::new(wake.clone()),
+            options.busy_timeout,
+        )?;
+        let readers = Readers::new(path.clone(), options);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path,
+                writer,
+                readers,
+                notifier: Arc::new(SqliteNotifier::new(hub, wake)),
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Starts listening for other processes' wake-ups now instead of on the
+    /// first subscription. True when listening.
+    pub fn listen(&self) -> bool {
+        self.inner.notifier.listen()
+    }
+
+    /// The writer's counters (commits, commands), for tests.
+    #[doc(hidden)]
+    pub fn writer_stats(&self) -> WriterStats {
+        self.inner.writer.stats()
+    }
+
+    /// `EXPLAIN QUERY PLAN` of the claim's selection, one line per step,
+    /// for tests that check it uses the pending index.
+    #[doc(hidden)]
+    pub async fn explain_claim(&self, queue: &str) -> StoreResult<Vec<String>> {
+        let queue = queue.to_owned();
+        self.inner
+            .readers
+            .run(move |conn| {
+                let sql = format!("EXPLAIN QUERY PLAN {}", write::CLAIM_SELECT_SQL);
+                let mut stmt = conn.prepare(&sql).map_err(crate::error::map)?;
+                let rows = stmt
+                    .query_map(rusqlite::params![queue, 100, "w", 0], |r| {
+                        r.get::<_, String>(3)
+                    })
+                    .map_err(crate::error::map)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(crate::error::map)
+            })
+            .await
+    }
+
+    async fn write<T, F>(&self, weight: usize, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut crate::writer::WriteCtx<'_>) -> StoreResult<T> + Send + 'static,
+    {
+        self.inner.writer.call(weight, f).await
+    }
+}
+
+fn lease(l: &offload_store::LeaseRef) -> Lease {
+    Lease {
+        id: *l.id.as_bytes(),
+        token: *l.lease_token.0.as_bytes(),
+    }
+}
+
+fn names_json(names: &Option<Vec<String>>) -> StoreResult<Option<String>> {
+    names.as_ref().map(json).transpose()
+}
+
+/// Encodes one finish item on the caller's side.
+fn end_row(item: &offload_store::TaskFinish, now: DateTime<Utc>) -> StoreResult<EndRow> {
+    let base = EndRow {
+        lease: lease(&item.lease),
+        status: Status::Success,
+        output: None,
+        set_error: false,
+        error: None,
+        run_at: None,
+        uncount: false,
+        outcome: AttemptOutcome::Success,
+    };
+    Ok(match &item.outcome {
+        FinishOutcome::Success { output } => EndRow {
+            output: Some(json(output)?),
+            set_error: true,
+            ..base
+        },
+        FinishOutcome::Retry { error, run_at } => EndRow {
+            status: if *run_at > now {
+                Status::Scheduled
+            } else {
+                Status::Pending
+            },
+            set_error: true,
+            error: Some(json(error)?),
+            run_at: Some(micros(*run_at)),
+            outcome: AttemptOutcome::Error,
+            ..base
+        },
+        FinishOutcome::Fail { error } => EndRow {
+            status: Status::Failed,
+            set_error: true,
+            error: Some(json(error)?),
+            outcome: AttemptOutcome::Error,
+            ..base
+        },
+        FinishOutcome::Abort { error } => EndRow {
+            status: Status::Aborted,
+            set_error: true,
+            error: Some(json(error)?),
+            outcome: AttemptOutcome::Aborted,
+            ..base
+        },
+        FinishOutcome::Snooze { run_at } => EndRow {
+            status: Status::Scheduled,
+            run_at: Some(micros(*run_at)),
+            uncount: true,
+            outcome: AttemptOutcome::Snoozed,
+            ..base
+        },
+        FinishOutcome::Release => EndRow {
+            status: Status::Pending,
+            uncount: true,
+            outcome: AttemptOutcome::Released,
+            ..base
+        },
+    })
+}
+
+fn lease_states(ids: impl Iterator<Item = TaskId>, live: Vec<Option<bool>>) -> Vec<LeaseState> {
+    ids.zip(live)
+        .map(|(id, live)| LeaseState {
+            id,
+            live: live.is_some(),
+            abort_requested: live.unwrap_or(false),
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = Capabilities::default();
+        caps.cross_process_notify = true;
+        caps.multi_host = false;
+        caps
+    }
+
+    fn notifier(&self) -> Arc<dyn Notifier> {
+        self.inner.notifier.clone()
+    }
+
+    fn describe(&self) -> String {
+        format!("sqlite:{}", self.inner.path.display())
+    }
+
+    async fn leader_attempt_elect(&self, params: &LeaderElectParams) -> StoreResult<bool> {
+        let name = params.name.clone();
+        let holder = params.holder.clone();
+        let now = micros(params.now);
+        let expires_at = after(params.now, params.ttl);
+        self.write(1, move |ctx| {
+            write::leader_elect(ctx, &name, &holder, now, expires_at)
+        })
+        .await
+    }
+
+    async fn leader_resign(&self, params: &LeaderResignParams) -> StoreResult<()> {
+        let name = params.name.clone();
+        let holder = params.holder.clone();
+        self.write(1, move |ctx| write::leader_resign(ctx, &name, &holder))
+            .await
+    }
+
+    async fn task_abort(&self, params: &TaskAbortParams) -> StoreResult<Task> {
+        let TaskAbortParams { id, reason, now } = params.clone();
+        self.write(1, move |ctx| write::abort(ctx, id, reason.as_deref(), now))
+            .await?
+            .into_task()
+    }
+
+    async fn task_attempts(&self, id: TaskId) -> StoreResult<Vec<Attempt>> {
+        let key = *id.as_bytes();
+        let raw = self
+            .inner
+            .readers
+            .run(move |conn| read::attempts(conn, key))
+            .await?
+            .ok_or(StoreError::NotFound(id))?;
+        raw.into_iter().map(RawAttempt::into_attempt).collect()
+    }
+
+    async fn task_claim(&self, params: &TaskClaimParams) -> StoreResult<Vec<Task>> {
+        let args = ClaimArgs {
+            queue: params.queue.clone(),
+            names: names_json(&params.names)?,
+            limit: params.limit,
+            worker_id: params.worker_id.clone(),
+            lease_expires_at: after(params.now, params.lease),
+            now: micros(params.now),
+        };
+        if params.names.as_ref().is_some_and(Vec::is_empty) {
+            return Ok(Vec::new());
+        }
+        let weight = usize::try_from(params.limit).unwrap_or(usize::MAX);
+        let raw = self
+            .write(weight, move |ctx| write::claim(ctx, &args))
+            .await?;
+        into_tasks(raw)
+    }
+
+    async fn task_count(&self, params: &TaskCountParams) -> StoreResult<Vec<TaskCount>> {
+        let w = Where::filter(&params.filter);
+        self.inner
+            .readers
+            .run(move |conn| read::count(conn, &w))
+            .await
+    }
+
+    async fn task_delete(&self, params: &TaskDeleteParams) -> StoreResult<()> {
+        let id = params.id;
+        self.write(1, move |ctx| write::delete(ctx, id)).await
+    }
+
+    async fn task_finish_many(&self, params: &TaskFinishParams) -> StoreResult<Vec<FinishResult>> {
+        if params.items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = params
+            .items
+            .iter()
+            .map(|item| end_row(item, params.now))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let now = micros(params.now);
+        let results = self
+            .write(rows.len(), move |ctx| write::finish(ctx, &rows, now))
+            .await?;
+        Ok(params
+            .items
+            .iter()
+            .zip(results)
+            .map(|(item, r)| FinishResult {
+                id: item.lease.id,
+                accepted: r.is_ok(),
+                status: match r {
+                    Ok(status) => Some(status),
+                    Err(current) => current,
+                },
+            })
+            .collect())
+    }
+
+    async fn task_get(&self, id: TaskId) -> StoreResult<Option<Task>> {
+        let key = *id.as_bytes();
+        self.inner
+            .readers
+            .run(move |conn| read::get(conn, key))
+            .await?
+            .map(|raw| raw.into_task())
+            .transpose()
+    }
+
+    async fn task_heartbeat_many(
+        &self,
+        params: &TaskHeartbeatParams,
+    ) -> StoreResult<Vec<LeaseState>> {
+        if params.leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let leases: Vec<Lease> = params.leases.iter().map(lease).collect();
+        let expires_at = after(params.now, params.lease);
+        let live = self
+            .write(leases.len(), move |ctx| {
+                write::heartbeat(ctx, &leases, expires_at)
+            })
+            .await?;
+        Ok(lease_states(params.leases.iter().map(|l| l.id), live))
+    }
+
+    async fn task_insert_many(&self, params: &TaskInsertParams) -> StoreResult<Vec<TaskId>> {
+        if params.tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let many = params.tasks.len() > 1;
+        let mut rows = Vec::with_capacity(params.tasks.len());
+        for (i, task) in params.tasks.iter().enumerate() {
+            let row = NewRow::prepare(task, params.now).map_err(|e| match e {
+                StoreError::Invalid(v) if many => StoreError::Invalid(ValidationError::new(
+                    v.field,
+                    format!(
+                        "{} (task {i} of the batch; nothing was inserted)",
+                        v.message
+                    ),
+                )),
+                other => other,
+            })?;
+            rows.push(row);
+        }
+        let ids: Vec<TaskId> = params.tasks.iter().map(|t| t.id).collect();
+        if many {
+            let mut seen = std::collections::HashSet::with_capacity(ids.len());
+            if let Some(dup) = ids.iter().find(|id| !seen.insert(**id)) {
+                return Err(StoreError::Conflict(format!(
+                    "task id {dup} appears twice in the batch; nothing was inserted"
+                )));
+            }
+        }
+        let now = micros(params.now);
+        self.write(rows.len(), move |ctx| write::insert(ctx, &rows, now))
+            .await?;
+        Ok(ids)
+    }
+
+    async fn task_list(&self, params: &TaskListParams) -> StoreResult<TaskPage> {
+        let before = params
+            .cursor
+            .as_deref()
+            .map(parse_cursor)
+            .transpose()?
+            .map(|id| *id.as_bytes());
+        let limit = params.limit.min(MAX_PAGE);
+        if limit == 0 {
+            return Ok(TaskPage::default());
+        }
+        let w = Where::filter(&params.filter);
+        let mut raw = self
+            .inner
+            .readers
+            .run(move |conn| read::list(conn, w, before, limit + 1))
+            .await?;
+        let more = raw.len() > limit as usize;
+        raw.truncate(limit as usize);
+        let next_cursor = if more {
+            raw.last().map(|t| t.id().to_string())
+        } else {
+            None
+        };
+        Ok(TaskPage {
+            tasks: into_tasks(raw)?,
+            next_cursor,
+        })
+    }
+
+    async fn task_next_run_at(
+        &self,
+        params: &TaskNextRunAtParams,
+    ) -> StoreResult<Option<DateTime<Utc>>> {
+        let queue = params.queue.clone();
+        let names = names_json(&params.names)?;
+        let next = self
+            .inner
+            .readers
+            .run(move |conn| read::next_run_at(conn, &queue, names.as_deref()))
+            .await?;
+        next.map(time).transpose()
+    }
+
+    async fn task_progress_many(
+        &self,
+        params: &TaskProgressParams,
+    ) -> StoreResult<Vec<LeaseState>> {
+        if params.updates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let updates = params
+            .updates
+            .iter()
+            .map(|u| {
+                let mut p = u.progress.clone();
+                p.percent = p.percent.min(100);
+                Ok((lease(&u.lease), json(&p)?))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        let now = micros(params.now);
+        let live = self
+            .write(updates.len(), move |ctx| {
+                write::progress(ctx, &updates, now)
+            })
+            .await?;
+        Ok(lease_states(
+            params.updates.iter().map(|u| u.lease.id),
+            live,
+        ))
+    }
+
+    async fn task_purge(&self, params: &TaskPurgeParams) -> StoreResult<u64> {
+        if let Some(s) = params.filter.statuses.iter().find(|s| !s.is_terminal()) {
+            return Err(StoreError::Invalid(ValidationError::new(
+                "status",
+                format!("purge removes only terminal tasks (success, failed, aborted), got {s}"),
+            )));
+        }
+        let mut w = Where::filter(&params.filter);
+        if params.filter.statuses.is_empty() {
+            w.raw("status IN ('success', 'failed', 'aborted')");
+        }
+        w.raw("finished_at IS NOT NULL");
+        if let Some(before) = params.finished_before {
+            w.push("finished_at < ?", Value::Integer(micros(before)));
+        }
+        let w = Arc::new(w);
+        let mut left = params.limit.unwrap_or(u64::MAX);
+        let mut total = 0u64;
+        // Each batch is its own transaction; the loop ends when a batch
+        // comes back short or the limit is reached.
+        while left > 0 {
+            let batch = u32::try_from(left.min(u64::from(PURGE_BATCH))).unwrap_or(PURGE_BATCH);
+            let w = w.clone();
+            let weight = usize::try_from(batch).unwrap_or(usize::MAX);
+            let deleted = self
+                .write(weight, move |ctx| write::purge_batch(ctx, &w, batch))
+                .await?;
+            total += deleted;
+            left = left.saturating_sub(deleted);
+            if deleted < u64::from(batch) {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    async fn task_rescue_expired(
+        &self,
+        params: &TaskRescueParams,
+    ) -> StoreResult<Vec<RescuedTask>> {
+        let (now, limit) = (params.now, params.limit);
+        let weight = usize::try_from(limit).unwrap_or(usize::MAX);
+        let rescued = self
+            .write(weight, move |ctx| write::rescue(ctx, now, limit))
+            .await?;
+        Ok(rescued
+            .into_iter()
+            .map(|(id, status)| RescuedTask { id, status })
+            .collect())
+    }
+
+    async fn task_retry(&self, params: &TaskRetryParams) -> StoreResult<Task> {
+        let id = params.id;
+        let now = micros(params.now);
+        self.write(1, move |ctx| write::retry(ctx, id, now))
+            .await?
+            .into_task()
+    }
+
+    async fn task_update(&self, params: &TaskUpdateParams) -> StoreResult<Task> {
+        if let Some(n) = params.max_attempts
+            && !(1..=MAX_ATTEMPTS_LIMIT).contains(&n)
+        {
+            return Err(StoreError::Invalid(ValidationError::new(
+                "max_attempts",
+                format!("must be between 1 and {MAX_ATTEMPTS_LIMIT}, got {n}"),
+            )));
+        }
+        let args = UpdateArgs {
+            id: params.id,
+            priority: params.priority.map(i64::from),
+            run_at: params.run_at.map(micros),
+            input: params.input.as_ref().map(json).transpose()?,
+            max_attempts: params.max_attempts.map(i64::from),
+            now: micros(params.now),
+        };
+        self.write(1, move |ctx| write::update(ctx, &args))
+            .await?
+            .into_task()
+    }
+}

@@ -1,0 +1,724 @@
+//! The write commands, each run on the writer thread inside a group-commit
+//! transaction (see [`crate::writer`]). They take arguments already
+//! validated and encoded on the caller's thread, check every status change
+//! against [`Status::can_become`], record the notifications their change
+//! produces, and return rows still unparsed ([`RawTask`]) so JSON parsing
+//! happens off the writer thread.
+
+use std::sync::LazyLock;
+
+use chrono::{DateTime, Utc};
+use offload_store::{StoreError, StoreResult};
+use offload_types::{AttemptOutcome, Status, TaskId};
+use rusqlite::types::Value;
+use rusqlite::{CachedStatement, Connection, OptionalExtension, ToSql};
+
+use crate::codec::{NewRow, RawTask, TASK_COLUMNS, error_record, json, micros};
+use crate::error::map;
+use crate::read::Where;
+use crate::writer::WriteCtx;
+
+fn stmt<'c>(conn: &'c Connection, sql: &str) -> StoreResult<CachedStatement<'c>> {
+    conn.prepare_cached(sql).map_err(map)
+}
+
+/// Binds `values` to `?1..` and runs the statement.
+fn exec(conn: &Connection, sql: &str, values: &[&dyn ToSql]) -> StoreResult<usize> {
+    stmt(conn, sql)?.execute(values).map_err(map)
+}
+
+/// Runs a statement returning whole task rows.
+fn query_tasks(conn: &Connection, sql: &str, values: &[&dyn ToSql]) -> StoreResult<Vec<RawTask>> {
+    let mut s = stmt(conn, sql)?;
+    let rows = s.query_map(values, RawTask::from_row).map_err(map)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map)
+}
+
+fn query_task(conn: &Connection, sql: &str, values: &[&dyn ToSql]) -> StoreResult<RawTask> {
+    let mut s = stmt(conn, sql)?;
+    let mut rows = s.query(values).map_err(map)?;
+    match rows.next().map_err(map)? {
+        Some(row) => RawTask::from_row(row).map_err(map),
+        None => Err(StoreError::Unavailable(
+            "the task changed under the update; try again".to_owned(),
+        )),
+    }
+}
+
+/// The status (and attempt) of one task, or `None`.
+fn status_of(conn: &Connection, id: [u8; 16]) -> StoreResult<Option<(Status, i64)>> {
+    let row: Option<(String, i64)> = stmt(conn, "SELECT status, attempt FROM tasks WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(map)?;
+    row.map(|(s, attempt)| {
+        s.parse::<Status>()
+            .map(|st| (st, attempt))
+            .map_err(|_| crate::error::corrupt(format!("column status holds {s:?}")))
+    })
+    .transpose()
+}
+
+fn check(id: TaskId, from: Status, to: Status) -> StoreResult<()> {
+    if from.can_become(to) {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidTransition { id, from, to })
+    }
+}
+
+// ---------------------------------------------------------------- insert
+
+/// Rows per multi-row `INSERT`; larger batches are cut into chunks of
+/// these sizes so only a few statement shapes are ever prepared.
+const INSERT_CHUNKS: [usize; 3] = [32, 8, 1];
+const INSERT_PARAMS_PER_ROW: usize = 12;
+
+fn insert_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO tasks (id, name, queue, input, status, priority, max_attempts, run_at, \
+         timeout_ms, retry, tags, metadata, created_at, updated_at) VALUES ",
+    );
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        let base = 2 + r * INSERT_PARAMS_PER_ROW;
+        sql.push('(');
+        for p in 0..INSERT_PARAMS_PER_ROW {
+            sql.push_str(&format!("?{}, ", base + p));
+        }
+        sql.push_str("?1, ?1)");
+    }
+    sql
+}
+
+fn bind_row(s: &mut CachedStatement<'_>, base: usize, row: &NewRow) -> rusqlite::Result<()> {
+    s.raw_bind_parameter(base, row.id)?;
+    s.raw_bind_parameter(base + 1, &row.name)?;
+    s.raw_bind_parameter(base + 2, &row.queue)?;
+    s.raw_bind_parameter(base + 3, &row.input)?;
+    s.raw_bind_parameter(base + 4, row.status)?;
+    s.raw_bind_parameter(base + 5, row.priority)?;
+    s.raw_bind_parameter(base + 6, row.max_attempts)?;
+    s.raw_bind_parameter(base + 7, row.run_at)?;
+    s.raw_bind_parameter(base + 8, row.timeout_ms)?;
+    s.raw_bind_parameter(base + 9, &row.retry)?;
+    s.raw_bind_parameter(base + 10, &row.tags)?;
+    s.raw_bind_parameter(base + 11, &row.metadata)?;
+    Ok(())
+}
+
+/// The multi-row `INSERT` of each size in [`INSERT_CHUNKS`].
+static INSERT_SQL: LazyLock<[String; 3]> = LazyLock::new(|| INSERT_CHUNKS.map(insert_sql));
+
+fn insert_chunk(conn: &Connection, chunk: &[NewRow], now: i64) -> StoreResult<()> {
+    let sql = match INSERT_CHUNKS.iter().position(|&size| size == chunk.len()) {
+        Some(i) => INSERT_SQL[i].as_str(),
+        None => {
+            return Err(StoreError::backend(crate::error::Message(format!(
+                "internal error: no insert statement for {} rows",
+                chunk.len()
+            ))));
+        }
+    };
+    let mut s = stmt(conn, sql)?;
+    let run = (|| {
+        s.raw_bind_parameter(1, now)?;
+        for (r, row) in chunk.iter().enumerate() {
+            bind_row(&mut s, 2 + r * INSERT_PARAMS_PER_ROW, row)?;
+        }
+        s.raw_execute()
+    })();
+    match run {
+        Ok(_) => Ok(()),
+        Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) => {
+            // The chunk's statement inserted nothing: an id of the chunk
+            // that exists already is the culprit.
+            for row in chunk {
+                if status_of(conn, row.id)?.is_some() {
+                    return Err(StoreError::Conflict(format!(
+                        "task {} already exists; nothing was inserted",
+                        TaskId::from_bytes(row.id)
+                    )));
+                }
+            }
+            Err(map(e))
+        }
+        Err(e) => Err(map(e)),
+    }
+}
+
+/// Inserts validated rows, all or nothing (the command's savepoint).
+pub(crate) fn insert(ctx: &mut WriteCtx<'_>, rows: &[NewRow], now: i64) -> StoreResult<()> {
+    let mut rest = rows;
+    for size in INSERT_CHUNKS {
+        while rest.len() >= size {
+            let (chunk, tail) = rest.split_at(size);
+            insert_chunk(ctx.conn, chunk, now)?;
+            rest = tail;
+        }
+    }
+    for row in rows {
+        ctx.notes.available(&row.queue);
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- claim
+
+/// A claim, encoded.
+#[derive(Debug, Clone)]
+pub(crate) struct ClaimArgs {
+    pub(crate) queue: String,
+    /// JSON array of names, or `None` for any name.
+    pub(crate) names: Option<String>,
+    pub(crate) limit: u32,
+    pub(crate) worker_id: String,
+    pub(crate) lease_expires_at: i64,
+    pub(crate) now: i64,
+}
+
+const PROMOTE_SQL: &str = "UPDATE tasks SET status = 'pending', updated_at = ?2 \
+     WHERE status = 'scheduled' AND queue = ?1 AND run_at <= ?2";
+
+/// The ready tasks of a claim, in claim order; the query the claim runs
+/// (and the `EXPLAIN QUERY PLAN` test checks).
+pub(crate) const CLAIM_SELECT_SQL: &str = "SELECT id, attempt + 1, ?3, randomblob(16), ?4, 'running' FROM tasks \
+     WHERE status = 'pending' AND queue = ?1 \
+     ORDER BY priority DESC, run_at, id LIMIT ?2";
+
+const CLAIM_SELECT_NAMES_SQL: &str = "SELECT id, attempt + 1, ?3, randomblob(16), ?4, 'running' FROM tasks \
+     WHERE status = 'pending' AND queue = ?1 AND name IN (SELECT value FROM json_each(?5)) \
+     ORDER BY priority DESC, run_at, id LIMIT ?2";
+
+static CLAIM_OPEN_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO task_attempts (task_id, attempt, worker_id, lease_token, started_at, outcome) {CLAIM_SELECT_SQL}"
+    )
+});
+
+static CLAIM_OPEN_NAMES_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO task_attempts (task_id, attempt, worker_id, lease_token, started_at, outcome) {CLAIM_SELECT_NAMES_SQL}"
+    )
+});
+
+static CLAIM_TAKE_SQL: LazyLock<String> = LazyLock::new(|| {
+    let returning = TASK_COLUMNS
+        .split(',')
+        .map(|c| format!("tasks.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "UPDATE tasks SET status = 'running', attempt = a.attempt, worker_id = a.worker_id, \
+         lease_token = a.lease_token, lease_expires_at = ?2, started_at = ?3, updated_at = ?3, \
+         progress = NULL, attempt_id = a.id \
+         FROM (SELECT id, task_id, attempt, worker_id, lease_token FROM task_attempts WHERE id > ?1) AS a \
+         WHERE tasks.id = a.task_id RETURNING {returning}"
+    )
+});
+
+/// Promotes due scheduled tasks, then leases up to `limit` pending ones:
+/// attempt rows are opened first (one `INSERT ... SELECT` through the
+/// pending index), then the tasks are updated from them in one statement.
+pub(crate) fn claim(ctx: &mut WriteCtx<'_>, a: &ClaimArgs) -> StoreResult<Vec<RawTask>> {
+    let conn = ctx.conn;
+    let promoted = exec(conn, PROMOTE_SQL, &[&a.queue, &a.now])?;
+    if a.limit == 0 {
+        if promoted > 0 {
+            ctx.notes.available(&a.queue);
+        }
+        return Ok(Vec::new());
+    }
+    let mark: i64 = stmt(conn, "SELECT coalesce(max(id), 0) FROM task_attempts")?
+        .query_row([], |r| r.get(0))
+        .map_err(map)?;
+    let limit = i64::from(a.limit);
+    let opened = match &a.names {
+        None => exec(
+            conn,
+            &CLAIM_OPEN_SQL,
+            &[&a.queue, &limit, &a.worker_id, &a.now],
+        )?,
+        Some(names) => exec(
+            conn,
+            &CLAIM_OPEN_NAMES_SQL,
+            &[&a.queue, &limit, &a.worker_id, &a.now, names],
+        )?,
+    };
+    if opened == 0 {
+        return Ok(Vec::new());
+    }
+    let mut tasks = query_tasks(conn, &CLAIM_TAKE_SQL, &[&mark, &a.lease_expires_at, &a.now])?;
+    tasks.sort_by_key(RawTask::claim_order);
+    // More became due than this claim took: wake the other claimers.
+    if promoted > 0 && tasks.len() >= a.limit as usize {
+        ctx.notes.available(&a.queue);
+    }
+    Ok(tasks)
+}
+
+// ---------------------------------------------------------------- leases
+
+/// One lease, encoded.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lease {
+    pub(crate) id: [u8; 16],
+    pub(crate) token: [u8; 16],
+}
+
+/// Renews leases; per lease `Some(abort_requested)` when live.
+pub(crate) fn heartbeat(
+    ctx: &mut WriteCtx<'_>,
+    leases: &[Lease],
+    expires_at: i64,
+) -> StoreResult<Vec<Option<bool>>> {
+    let mut s = stmt(
+        ctx.conn,
+        "UPDATE tasks SET lease_expires_at = ?1 \
+         WHERE id = ?2 AND status = 'running' AND lease_token = ?3 \
+         RETURNING abort_requested_at IS NOT NULL",
+    )?;
+    leases
+        .iter()
+        .map(|l| {
+            s.query_row(rusqlite::params![expires_at, l.id, l.token], |r| r.get(0))
+                .optional()
+                .map_err(map)
+        })
+        .collect()
+}
+
+/// Records progress of live leases; per update `Some(abort_requested)`
+/// when live.
+pub(crate) fn progress(
+    ctx: &mut WriteCtx<'_>,
+    updates: &[(Lease, String)],
+    now: i64,
+) -> StoreResult<Vec<Option<bool>>> {
+    let mut s = stmt(
+        ctx.conn,
+        "UPDATE tasks SET progress = ?1, updated_at = ?2 \
+         WHERE id = ?3 AND status = 'running' AND lease_token = ?4 \
+         RETURNING abort_requested_at IS NOT NULL",
+    )?;
+    let mut out = Vec::with_capacity(updates.len());
+    for (l, p) in updates {
+        let live: Option<bool> = s
+            .query_row(rusqlite::params![p, now, l.id, l.token], |r| r.get(0))
+            .optional()
+            .map_err(map)?;
+        if live.is_some() {
+            ctx.notes.changed(TaskId::from_bytes(l.id));
+        }
+        out.push(live);
+    }
+    Ok(out)
+}
+
+/// How one attempt ends, encoded: the task's new state and the attempt
+/// row's outcome.
+#[derive(Debug, Clone)]
+pub(crate) struct EndRow {
+    pub(crate) lease: Lease,
+    pub(crate) status: Status,
+    /// New output (`None`: keep).
+    pub(crate) output: Option<String>,
+    /// Whether to overwrite `error` (with `error`, which may be `None`).
+    pub(crate) set_error: bool,
+    pub(crate) error: Option<String>,
+    /// New `run_at` (`None`: keep).
+    pub(crate) run_at: Option<i64>,
+    /// Give the attempt back (snooze, release).
+    pub(crate) uncount: bool,
+    pub(crate) outcome: AttemptOutcome,
+}
+
+const END_SQL: &str = "UPDATE tasks SET status = ?3, output = coalesce(?4, output), \
+     error = CASE WHEN ?5 THEN ?6 ELSE error END, run_at = coalesce(?7, run_at), \
+     attempt = attempt - ?8, finished_at = ?9, worker_id = NULL, lease_token = NULL, \
+     lease_expires_at = NULL, updated_at = ?10 \
+     WHERE id = ?1 AND status = 'running' AND lease_token = ?2 \
+     RETURNING attempt_id, CASE WHEN ?9 IS NULL THEN queue END";
+
+const CLOSE_ATTEMPT_SQL: &str =
+    "UPDATE task_attempts SET finished_at = ?2, outcome = ?3, error = ?4 WHERE id = ?1";
+
+/// Ends attempts, with the two statements prepared once per batch.
+struct Ender<'c> {
+    end: CachedStatement<'c>,
+    close: CachedStatement<'c>,
+}
+
+/// What [`Ender::end`] reports for an accepted item.
+struct Ended {
+    /// The task's queue when it went back to waiting (not terminal).
+    queue: Option<String>,
+}
+
+impl<'c> Ender<'c> {
+    fn new(conn: &'c Connection) -> StoreResult<Self> {
+        Ok(Self {
+            end: stmt(conn, END_SQL)?,
+            close: stmt(conn, CLOSE_ATTEMPT_SQL)?,
+        })
+    }
+
+    /// Ends one attempt if its lease is live.
+    fn end(&mut self, e: &EndRow, now: i64) -> StoreResult<Option<Ended>> {
+        let id = TaskId::from_bytes(e.lease.id);
+        check(id, Status::Running, e.status)?;
+        let finished_at = e.status.is_terminal().then_some(now);
+        let row: Option<(Option<i64>, Option<String>)> = self
+            .end
+            .query_row(
+                rusqlite::params![
+                    e.lease.id,
+                    e.lease.token,
+                    e.status.as_str(),
+                    e.output,
+                    e.set_error,
+                    e.error,
+                    e.run_at,
+                    i64::from(e.uncount),
+                    finished_at,
+                    now
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(map)?;
+        let Some((attempt_id, queue)) = row else {
+            return Ok(None);
+        };
+        if let Some(attempt_id) = attempt_id {
+            let attempt_error = if e.set_error {
+                e.error.as_deref()
+            } else {
+                None
+            };
+            self.close
+                .execute(rusqlite::params![
+                    attempt_id,
+                    now,
+                    e.outcome.as_str(),
+                    attempt_error
+                ])
+                .map_err(map)?;
+        }
+        Ok(Some(Ended { queue }))
+    }
+}
+
+/// Records finished attempts; per item `Ok(status)` when accepted, or
+/// `Err(current status)` when its lease was not live.
+pub(crate) fn finish(
+    ctx: &mut WriteCtx<'_>,
+    items: &[EndRow],
+    now: i64,
+) -> StoreResult<Vec<Result<Status, Option<Status>>>> {
+    let mut out = Vec::with_capacity(items.len());
+    let mut ender = Ender::new(ctx.conn)?;
+    for item in items {
+        match ender.end(item, now)? {
+            Some(ended) => {
+                let id = TaskId::from_bytes(item.lease.id);
+                ctx.notes.changed(id);
+                if let Some(queue) = &ended.queue {
+                    ctx.notes.available(queue);
+                }
+                out.push(Ok(item.status));
+            }
+            None => out.push(Err(status_of(ctx.conn, item.lease.id)?.map(|(s, _)| s))),
+        }
+    }
+    Ok(out)
+}
+
+/// Puts tasks whose lease expired before `now` back to work.
+pub(crate) fn rescue(
+    ctx: &mut WriteCtx<'_>,
+    now: DateTime<Utc>,
+    limit: u32,
+) -> StoreResult<Vec<(TaskId, Status)>> {
+    let now_us = micros(now);
+    type Expired = ([u8; 16], [u8; 16], i64, i64, bool);
+    let expired: Vec<Expired> = {
+        let mut s = stmt(
+            ctx.conn,
+            "SELECT id, lease_token, attempt, max_attempts, abort_requested_at IS NOT NULL \
+             FROM tasks WHERE status = 'running' AND lease_expires_at < ?1 \
+             ORDER BY lease_expires_at LIMIT ?2",
+        )?;
+        let rows = s
+            .query_map(rusqlite::params![now_us, i64::from(limit)], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .map_err(map)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(map)?
+    };
+    let mut out = Vec::with_capacity(expired.len());
+    let mut ender = Ender::new(ctx.conn)?;
+    for (id, token, attempt, max_attempts, abort_requested) in expired {
+        let (status, record) = if abort_requested {
+            (
+                Status::Aborted,
+                error_record(
+                    "aborted",
+                    "aborted on request; the worker stopped renewing its lease",
+                    attempt,
+                    now,
+                ),
+            )
+        } else if attempt < max_attempts {
+            (
+                Status::Pending,
+                error_record(
+                    "lease_expired",
+                    "the worker stopped renewing its lease; the task will run again",
+                    attempt,
+                    now,
+                ),
+            )
+        } else {
+            (
+                Status::Failed,
+                error_record(
+                    "lease_expired",
+                    "the worker stopped renewing its lease and no attempts are left",
+                    attempt,
+                    now,
+                ),
+            )
+        };
+        let end = EndRow {
+            lease: Lease { id, token },
+            status,
+            output: None,
+            set_error: true,
+            error: Some(json(&record)?),
+            run_at: None,
+            uncount: false,
+            outcome: AttemptOutcome::LeaseExpired,
+        };
+        if let Some(ended) = ender.end(&end, now_us)? {
+            let task = TaskId::from_bytes(id);
+            ctx.notes.changed(task);
+            if let Some(queue) = &ended.queue {
+                ctx.notes.available(queue);
+            }
+            out.push((task, status));
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------- manage
+
+fn returning(sql: &str) -> String {
+    format!("{sql} RETURNING {TASK_COLUMNS}")
+}
+
+fn existing(conn: &Connection, id: TaskId) -> StoreResult<(Status, i64)> {
+    status_of(conn, *id.as_bytes())?.ok_or(StoreError::NotFound(id))
+}
+
+/// Aborts a waiting task at once, or asks a running one to stop.
+pub(crate) fn abort(
+    ctx: &mut WriteCtx<'_>,
+    id: TaskId,
+    reason: Option<&str>,
+    now: DateTime<Utc>,
+) -> StoreResult<RawTask> {
+    let conn = ctx.conn;
+    let (status, attempt) = existing(conn, id)?;
+    check(id, status, Status::Aborted)?;
+    let now_us = micros(now);
+    let key = *id.as_bytes();
+    if status == Status::Running {
+        let task = query_task(
+            conn,
+            &returning(
+                "UPDATE tasks SET abort_requested_at = coalesce(abort_requested_at, ?2), \
+                 updated_at = ?2 WHERE id = ?1",
+            ),
+            &[&key, &now_us],
+        )?;
+        ctx.notes.abort_requested(id);
+        ctx.notes.changed(id);
+        return Ok(task);
+    }
+    let message = reason.unwrap_or("aborted on request");
+    let record = json(&error_record("aborted", message, attempt, now))?;
+    let task = query_task(
+        conn,
+        &returning(
+            "UPDATE tasks SET status = 'aborted', error = ?2, finished_at = ?3, updated_at = ?3 \
+             WHERE id = ?1",
+        ),
+        &[&key, &record, &now_us],
+    )?;
+    ctx.notes.changed(id);
+    Ok(task)
+}
+
+/// Runs a failed or aborted task again.
+pub(crate) fn retry(ctx: &mut WriteCtx<'_>, id: TaskId, now: i64) -> StoreResult<RawTask> {
+    let conn = ctx.conn;
+    let (status, _) = existing(conn, id)?;
+    if !matches!(status, Status::Failed | Status::Aborted) {
+        return Err(StoreError::InvalidTransition {
+            id,
+            from: status,
+            to: Status::Pending,
+        });
+    }
+    check(id, status, Status::Pending)?;
+    let task = query_task(
+        conn,
+        &returning(
+            "UPDATE tasks SET status = 'pending', run_at = ?2, finished_at = NULL, \
+             abort_requested_at = NULL, max_attempts = max(max_attempts, attempt + 1), \
+             updated_at = ?2 WHERE id = ?1",
+        ),
+        &[id.as_bytes(), &now],
+    )?;
+    ctx.notes.available(&task_queue(conn, id)?);
+    ctx.notes.changed(id);
+    Ok(task)
+}
+
+fn task_queue(conn: &Connection, id: TaskId) -> StoreResult<String> {
+    stmt(conn, "SELECT queue FROM tasks WHERE id = ?1")?
+        .query_row([id.as_bytes()], |r| r.get(0))
+        .map_err(map)
+}
+
+/// An update, encoded and validated.
+#[derive(Debug, Clone)]
+pub(crate) struct UpdateArgs {
+    pub(crate) id: TaskId,
+    pub(crate) priority: Option<i64>,
+    pub(crate) run_at: Option<i64>,
+    pub(crate) input: Option<String>,
+    pub(crate) max_attempts: Option<i64>,
+    pub(crate) now: i64,
+}
+
+/// Changes a task that has not started.
+pub(crate) fn update(ctx: &mut WriteCtx<'_>, a: &UpdateArgs) -> StoreResult<RawTask> {
+    let conn = ctx.conn;
+    let (status, _) = existing(conn, a.id)?;
+    if !status.is_waiting() {
+        return Err(StoreError::Conflict(format!(
+            "task {} is {status}; only scheduled, blocked or pending tasks can be updated",
+            a.id
+        )));
+    }
+    let target = match (status, a.run_at) {
+        (Status::Scheduled | Status::Pending, Some(run_at)) if run_at > a.now => Status::Scheduled,
+        (Status::Scheduled | Status::Pending, Some(_)) => Status::Pending,
+        _ => status,
+    };
+    if target != status {
+        check(a.id, status, target)?;
+    }
+    let task = query_task(
+        conn,
+        &returning(
+            "UPDATE tasks SET priority = coalesce(?2, priority), run_at = coalesce(?3, run_at), \
+             input = coalesce(?4, input), max_attempts = coalesce(?5, max_attempts), \
+             status = ?6, updated_at = ?7 WHERE id = ?1",
+        ),
+        &[
+            a.id.as_bytes(),
+            &a.priority,
+            &a.run_at,
+            &a.input,
+            &a.max_attempts,
+            &target.as_str(),
+            &a.now,
+        ],
+    )?;
+    ctx.notes.changed(a.id);
+    if matches!(target, Status::Pending | Status::Scheduled) {
+        ctx.notes.available(&task_queue(conn, a.id)?);
+    }
+    Ok(task)
+}
+
+fn delete_rows(conn: &Connection, id: [u8; 16]) -> StoreResult<()> {
+    exec(conn, "DELETE FROM task_attempts WHERE task_id = ?1", &[&id])?;
+    exec(conn, "DELETE FROM tasks WHERE id = ?1", &[&id])?;
+    Ok(())
+}
+
+/// Deletes one task that is not running, with its history.
+pub(crate) fn delete(ctx: &mut WriteCtx<'_>, id: TaskId) -> StoreResult<()> {
+    let (status, _) = existing(ctx.conn, id)?;
+    if status == Status::Running {
+        return Err(StoreError::Conflict(format!(
+            "task {id} is running; abort it first"
+        )));
+    }
+    delete_rows(ctx.conn, *id.as_bytes())?;
+    ctx.notes.changed(id);
+    Ok(())
+}
+
+/// Deletes up to `limit` terminal tasks matching `w`; returns how many.
+pub(crate) fn purge_batch(ctx: &mut WriteCtx<'_>, w: &Where, limit: u32) -> StoreResult<u64> {
+    let sql = format!("SELECT id FROM tasks{} LIMIT ?", w.sql());
+    let ids: Vec<[u8; 16]> = {
+        let mut s = stmt(ctx.conn, &sql)?;
+        let rows = s
+            .query_map(
+                rusqlite::params_from_iter(w.params(&[Value::Integer(i64::from(limit))])),
+                |r| r.get(0),
+            )
+            .map_err(map)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(map)?
+    };
+    for id in &ids {
+        delete_rows(ctx.conn, *id)?;
+    }
+    if ids.len() > 128 {
+        ctx.notes.changed_all();
+    } else {
+        for id in &ids {
+            ctx.notes.changed(TaskId::from_bytes(*id));
+        }
+    }
+    Ok(ids.len() as u64)
+}
+
+// ---------------------------------------------------------------- leader
+
+/// Takes or renews leadership of `name` when free, expired or ours.
+pub(crate) fn leader_elect(
+    ctx: &mut WriteCtx<'_>,
+    name: &str,
+    holder: &str,
+    now: i64,
+    expires_at: i64,
+) -> StoreResult<bool> {
+    let changed = exec(
+        ctx.conn,
+        "INSERT INTO leaders (name, holder, expires_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+         WHERE leaders.holder = excluded.holder OR leaders.expires_at <= ?4",
+        &[&name, &holder, &expires_at, &now],
+    )?;
+    Ok(changed > 0)
+}
+
+/// Gives up leadership of `name` if `holder` has it.
+pub(crate) fn leader_resign(ctx: &mut WriteCtx<'_>, name: &str, holder: &str) -> StoreResult<()> {
+    exec(
+        ctx.conn,
+        "DELETE FROM leaders WHERE name = ?1 AND holder = ?2",
+        &[&name, &holder],
+    )?;
+    Ok(())
+}
