@@ -63,7 +63,7 @@ impl TaskType for ImportSales {
             })?;
             *totals.by_region.entry(region.to_owned()).or_default() += amount;
             totals.rows += 1;
-            if totals.rows % step == 0 {
+            if totals.rows.is_multiple_of(step) {
                 let percent = u8::try_from(100 * totals.rows / input.rows.max(1)).unwrap_or(100);
                 ctl.progress(percent, Some(format!("{} rows", totals.rows)))
                     .await

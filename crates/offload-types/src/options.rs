@@ -146,24 +146,27 @@ impl TaskOptions {
             ));
         }
         if let Some(d) = self.delay
-            && (chrono::Duration::from_std(d).is_err() || d > Duration::from_secs(100 * 365 * 86400))
-            {
-                return Err(ValidationError::new(
-                    "delay",
-                    format!("{d:?} is longer than 100 years"),
-                ));
-            }
+            && (chrono::Duration::from_std(d).is_err()
+                || d > Duration::from_secs(100 * 365 * 86400))
+        {
+            return Err(ValidationError::new(
+                "delay",
+                format!("{d:?} is longer than 100 years"),
+            ));
+        }
         if let Some(n) = self.max_attempts
-            && !(1..=MAX_ATTEMPTS_LIMIT).contains(&n) {
-                return Err(ValidationError::new(
-                    "max_attempts",
-                    format!("must be between 1 and {MAX_ATTEMPTS_LIMIT}, got {n}"),
-                ));
-            }
+            && !(1..=MAX_ATTEMPTS_LIMIT).contains(&n)
+        {
+            return Err(ValidationError::new(
+                "max_attempts",
+                format!("must be between 1 and {MAX_ATTEMPTS_LIMIT}, got {n}"),
+            ));
+        }
         if let Some(t) = self.timeout
-            && t.is_zero() {
-                return Err(ValidationError::new("timeout", "must be longer than 0s"));
-            }
+            && t.is_zero()
+        {
+            return Err(ValidationError::new("timeout", "must be longer than 0s"));
+        }
         if let Some(r) = &self.retry {
             if !r.multiplier.is_finite() || r.multiplier < 1.0 {
                 return Err(ValidationError::new(
@@ -187,12 +190,13 @@ impl TaskOptions {
             }
         }
         if let Some(m) = &self.metadata
-            && !m.is_object() {
-                return Err(ValidationError::new(
-                    "metadata",
-                    format!("must be a JSON object, got {m}"),
-                ));
-            }
+            && !m.is_object()
+        {
+            return Err(ValidationError::new(
+                "metadata",
+                format!("must be a JSON object, got {m}"),
+            ));
+        }
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use offload_store::{Clock, LeaseRef, Store, TaskFinish};
 use offload_types::{LeaseToken, TaskId};
-use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit};
+use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc, watch};
 
 use crate::context::StateMap;
 use crate::controller::StopReason;
@@ -219,7 +219,11 @@ impl Shared {
     }
 
     pub(crate) fn complete(&self, finish: TaskFinish, slot: Slot) {
-        if self.completions.send(CompleterMsg::Finish(finish, slot)).is_err() {
+        if self
+            .completions
+            .send(CompleterMsg::Finish(finish, slot))
+            .is_err()
+        {
             tracing::error!(
                 "completer is gone; an outcome was not written (the lease will expire and the task will run again)"
             );
