@@ -44,7 +44,7 @@ async fn bulk_insert(store: &SqliteStore, n: usize) -> Duration {
 fn claim_params() -> TaskClaimParams {
     TaskClaimParams {
         queue: "default".into(),
-        names: None,
+        names: Some(vec!["noop".into()]),
         limit: CLAIM,
         worker_id: "bench".into(),
         lease: Duration::from_secs(30),

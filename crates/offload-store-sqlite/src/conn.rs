@@ -179,3 +179,18 @@ pub(crate) fn open_reader(path: &Path, options: &SqliteOptions) -> Result<Connec
         .map_err(|e| open_error(path, e))?;
     Ok(conn)
 }
+
+/// Opens the checkpointer's connection onto a database the writer has
+/// opened (read-write: a checkpoint writes the database file).
+pub(crate) fn open_checkpointer(
+    path: &Path,
+    options: &SqliteOptions,
+) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| open_error(path, e))?;
+    apply_common_pragmas(&conn, options).map_err(|e| open_error(path, e))?;
+    // It reads WAL frames and writes pages once: a small cache will do.
+    conn.pragma_update(None, "cache_size", -2_000)
+        .map_err(|e| open_error(path, e))?;
+    Ok(conn)
+}

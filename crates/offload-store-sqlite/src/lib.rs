@@ -8,13 +8,20 @@
 //!   `BEGIN IMMEDIATE` transaction, each under its own savepoint, with one
 //!   commit for all (group commit);
 //! - **a pool of read-only connections** serves gets, lists and counts in
-//!   parallel with the writer;
+//!   parallel with the writer, and **a checkpoint thread** copies the WAL
+//!   back into the database so the writer's commits do not;
 //! - **versioned migrations** (`migrations/NNNN_name.sql`) run on open; a
 //!   file that is not ours, or is newer than this build, is refused
 //!   untouched;
 //! - **cross-process wake-ups** through Unix datagram sockets in a folder
 //!   beside the database, so a worker in another process wakes within a
 //!   fraction of a millisecond of an enqueue's commit.
+//!
+//! A call whose future is dropped before it completes may still commit:
+//! the command is already on its way to the writer. Wake-up sockets need a
+//! path shorter than the Unix limit (about 100 bytes); with a longer
+//! database path the store logs a warning and other processes' changes are
+//! seen by the workers' slow poll only.
 //!
 //! ```no_run
 //! use offload_store::{Store, TaskInsertParams};
@@ -33,6 +40,7 @@
 //! # Ok(()) }
 //! ```
 
+mod checkpoint;
 mod codec;
 mod conn;
 mod error;

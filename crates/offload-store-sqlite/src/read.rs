@@ -164,7 +164,7 @@ pub(crate) fn list(
         w.push("id < ?", Value::Blob(id.to_vec()));
     }
     let sql = format!(
-        "SELECT {TASK_COLUMNS} FROM tasks{} ORDER BY id DESC LIMIT ?",
+        "SELECT {TASK_COLUMNS} FROM tasks{} ORDER BY id DESC LIMIT ? + 0",
         w.sql()
     );
     let mut stmt = conn.prepare_cached(&sql).map_err(map)?;
@@ -227,25 +227,22 @@ pub(crate) fn attempts(conn: &Connection, id: [u8; 16]) -> StoreResult<Option<Ve
         .map_err(map)
 }
 
-/// The earliest `run_at` of a scheduled task of `queue` (and `names`, a
-/// JSON array, when given).
+/// The earliest `run_at` of a scheduled task of `queue` (and `names`,
+/// when given).
 pub(crate) fn next_run_at(
     conn: &Connection,
     queue: &str,
-    names: Option<&str>,
+    names: Option<&[String]>,
 ) -> StoreResult<Option<i64>> {
-    let result = match names {
-        None => conn
-            .prepare_cached(
-                "SELECT min(run_at) FROM tasks WHERE status = 'scheduled' AND queue = ?1",
-            )
-            .and_then(|mut s| s.query_row([queue], |r| r.get(0))),
-        Some(names) => conn
-            .prepare_cached(
-                "SELECT min(run_at) FROM tasks WHERE status = 'scheduled' AND queue = ?1 \
-                 AND name IN (SELECT value FROM json_each(?2))",
-            )
-            .and_then(|mut s| s.query_row([queue, names], |r| r.get(0))),
-    };
-    result.map_err(map)
+    let mut sql =
+        String::from("SELECT min(run_at) FROM tasks WHERE status = 'scheduled' AND queue = ?1");
+    let mut params: Vec<&dyn rusqlite::ToSql> = vec![&queue];
+    if let Some(names) = names {
+        let marks: Vec<String> = (0..names.len()).map(|i| format!("?{}", 2 + i)).collect();
+        sql.push_str(&format!(" AND name IN ({})", marks.join(", ")));
+        params.extend(names.iter().map(|n| n as &dyn rusqlite::ToSql));
+    }
+    conn.prepare_cached(&sql)
+        .and_then(|mut s| s.query_row(params.as_slice(), |r| r.get(0)))
+        .map_err(map)
 }

@@ -16,15 +16,18 @@ struct Migration {
     sql: &'static str,
 }
 
-/// Every migration, in order. A new one is a new file plus one line here.
+/// Every migration, in order. A new one is a new file plus one entry here.
 const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
     name: "init",
     sql: include_str!("../migrations/0001_init.sql"),
 }];
 
-/// The schema version this build writes.
-pub(crate) const LATEST_VERSION: i64 = 1;
+/// The schema version this build writes: the last migration's.
+pub(crate) const LATEST_VERSION: i64 = match MIGRATIONS.last() {
+    Some(m) => m.version,
+    None => 0,
+};
 
 const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS offload_migrations (
     version    INTEGER NOT NULL PRIMARY KEY,

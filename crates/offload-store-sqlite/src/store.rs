@@ -21,6 +21,7 @@ use offload_types::{
 };
 use rusqlite::types::Value;
 
+use crate::checkpoint::{Checkpointer, FALLBACK_AUTOCHECKPOINT};
 use crate::codec::{NewRow, RawAttempt, after, into_tasks, json, micros, time};
 use crate::options::{SqliteOptions, parse_url};
 use crate::read::{self, Readers, Where};
@@ -99,10 +100,29 @@ impl SqliteStore {
         let conn = crate::conn::open_writer(&path, &options)?;
         let hub = NotifyHub::new();
         let wake = WakeShared::new(&path);
+        let checkpointer = crate::conn::open_checkpointer(&path, &options)
+            .and_then(|c| {
+                Checkpointer::start(c).map_err(|e| {
+                    StoreError::Unavailable(format!("cannot start the checkpoint thread: {e}"))
+                })
+            })
+            .and_then(|c| {
+                conn.pragma_update(None, "wal_autocheckpoint", FALLBACK_AUTOCHECKPOINT)
+                    .map(|()| c)
+                    .map_err(crate::error::map)
+            });
+        let checkpointer = match checkpointer {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "checkpoints run inside commits instead");
+                None
+            }
+        };
         let writer = Writer::start(
             conn,
             hub.clone(),
             Broadcaster::new(wake.clone()),
+            checkpointer,
             options.busy_timeout,
         )?;
         let readers = Readers::new(path.clone(), options);
@@ -133,20 +153,33 @@ impl SqliteStore {
         self.inner.writer.stats()
     }
 
-    /// `EXPLAIN QUERY PLAN` of the claim's selection, one line per step,
-    /// for tests that check it uses the pending index.
+    /// `EXPLAIN QUERY PLAN` of the claim's selection (filtered to `names`
+    /// when given), one line per step, for tests that check it uses the
+    /// pending index.
     #[doc(hidden)]
-    pub async fn explain_claim(&self, queue: &str) -> StoreResult<Vec<String>> {
+    pub async fn explain_claim(
+        &self,
+        queue: &str,
+        names: Option<Vec<String>>,
+    ) -> StoreResult<Vec<String>> {
         let queue = queue.to_owned();
         self.inner
             .readers
             .run(move |conn| {
-                let sql = format!("EXPLAIN QUERY PLAN {}", write::CLAIM_SELECT_SQL);
-                let mut stmt = conn.prepare(&sql).map_err(crate::error::map)?;
+                let select = match &names {
+                    None => write::CLAIM_SELECT_SQL.to_owned(),
+                    Some(names) => write::claim_select_names_sql(names.len()),
+                };
+                let mut stmt = conn
+                    .prepare(&format!("EXPLAIN QUERY PLAN {select}"))
+                    .map_err(crate::error::map)?;
+                let (limit, worker, now) = (100i64, "w".to_owned(), 0i64);
+                let mut values: Vec<&dyn rusqlite::ToSql> = vec![&queue, &limit, &worker, &now];
+                if let Some(names) = &names {
+                    values.extend(names.iter().map(|n| n as &dyn rusqlite::ToSql));
+                }
                 let rows = stmt
-                    .query_map(rusqlite::params![queue, 100, "w", 0], |r| {
-                        r.get::<_, String>(3)
-                    })
+                    .query_map(values.as_slice(), |r| r.get::<_, String>(3))
                     .map_err(crate::error::map)?;
                 rows.collect::<rusqlite::Result<Vec<_>>>()
                     .map_err(crate::error::map)
@@ -170,8 +203,22 @@ fn lease(l: &offload_store::LeaseRef) -> Lease {
     }
 }
 
-fn names_json(names: &Option<Vec<String>>) -> StoreResult<Option<String>> {
-    names.as_ref().map(json).transpose()
+/// Most task names one claim may filter on (each is one SQL parameter).
+const MAX_CLAIM_NAMES: usize = 1000;
+
+fn check_names(names: Option<&[String]>) -> StoreResult<()> {
+    match names {
+        Some(names) if names.len() > MAX_CLAIM_NAMES => {
+            Err(StoreError::Invalid(ValidationError::new(
+                "names",
+                format!(
+                    "at most {MAX_CLAIM_NAMES} task names per claim, got {}",
+                    names.len()
+                ),
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Encodes one finish item on the caller's side.
@@ -300,7 +347,7 @@ impl Store for SqliteStore {
     async fn task_claim(&self, params: &TaskClaimParams) -> StoreResult<Vec<Task>> {
         let args = ClaimArgs {
             queue: params.queue.clone(),
-            names: names_json(&params.names)?,
+            names: params.names.clone(),
             limit: params.limit,
             worker_id: params.worker_id.clone(),
             lease_expires_at: after(params.now, params.lease),
@@ -309,6 +356,7 @@ impl Store for SqliteStore {
         if params.names.as_ref().is_some_and(Vec::is_empty) {
             return Ok(Vec::new());
         }
+        check_names(params.names.as_deref())?;
         let weight = usize::try_from(params.limit).unwrap_or(usize::MAX);
         let raw = self
             .write(weight, move |ctx| write::claim(ctx, &args))
@@ -453,7 +501,11 @@ impl Store for SqliteStore {
         params: &TaskNextRunAtParams,
     ) -> StoreResult<Option<DateTime<Utc>>> {
         let queue = params.queue.clone();
-        let names = names_json(&params.names)?;
+        let names = params.names.clone();
+        if names.as_ref().is_some_and(Vec::is_empty) {
+            return Ok(None);
+        }
+        check_names(names.as_deref())?;
         let next = self
             .inner
             .readers

@@ -25,6 +25,7 @@ use offload_types::TaskId;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
+use crate::checkpoint::Checkpointer;
 use crate::wake::Broadcaster;
 
 /// Most commands one transaction takes.
@@ -257,6 +258,7 @@ impl Writer {
         conn: Connection,
         hub: NotifyHub,
         broadcaster: Broadcaster,
+        checkpointer: Option<Checkpointer>,
         busy_timeout: Duration,
     ) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
@@ -275,6 +277,7 @@ impl Writer {
                     conn,
                     hub,
                     broadcaster,
+                    checkpointer,
                     stats: thread_stats,
                 };
                 looped.run(&rx);
@@ -336,6 +339,7 @@ struct WriterLoop {
     conn: Connection,
     hub: NotifyHub,
     broadcaster: Broadcaster,
+    checkpointer: Option<Checkpointer>,
     stats: Arc<Stats>,
 }
 
@@ -453,6 +457,9 @@ impl WriterLoop {
             return;
         }
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        if let Some(c) = &mut self.checkpointer {
+            c.committed();
+        }
         let notifications = if notes.is_empty() {
             Vec::new()
         } else {
