@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use offload::{Client, Status, TaskFilter};
+use offload::Status;
 
 use crate::failure::{Failure, code};
 use crate::globals::Globals;
@@ -166,43 +166,23 @@ pub(crate) async fn run(args: BenchArgs, _globals: &Globals) -> anyhow::Result<(
         None => Target::TempDir(std::env::temp_dir().join(BENCH_DIR)),
     };
     target.prepare()?;
-    let url = target.url();
-    let outcome = drive(&out, &settings, &url, args.embedded).await;
+    let outcome = drive(&out, &settings, &target, args.embedded).await;
     let cleaned = target.finish();
     outcome?;
     cleaned
 }
 
-/// Opens the store, checks it is empty, runs the workloads; a signal ends
-/// the run early (the caller still cleans up).
-async fn drive(out: &Out, settings: &Settings, url: &str, embedded: bool) -> anyhow::Result<()> {
-    let client = Client::connect(url)
-        .await
-        .with_context(|| format!("cannot open database {url}"))?;
-    let total: u64 = client
-        .count(TaskFilter::default())
-        .await
-        .with_context(|| format!("cannot read database {url}"))?
-        .iter()
-        .map(|c| c.count)
-        .sum();
-    if total > 0 {
-        return Err(Failure::with_code(
-            code::FAILED,
-            format!(
-                "database {url} already holds {total} task(s); offload bench needs an empty database \
-                 (omit --database-url to use a fresh file in the temp dir)"
-            ),
-        ));
-    }
-    out.version(durability(url));
-    let bench = workloads::Bench {
-        out,
-        settings,
-        client: &client,
-        url,
-        embedded,
-    };
+/// Opens the store, runs the workloads and removes the bench's tasks from a
+/// database that stays. A signal ends the run early (the caller still
+/// deletes the temp folder).
+async fn drive(
+    out: &Out,
+    settings: &Settings,
+    target: &Target,
+    embedded: bool,
+) -> anyhow::Result<()> {
+    let mut bench = workloads::Bench::open(out, settings, target, embedded).await?;
+    out.version(durability(&target.url()));
     let interrupted = tokio::select! {
         () = bench.run_all() => None,
         signal = stop_signal() => Some(signal),
@@ -214,9 +194,7 @@ async fn drive(out: &Out, settings: &Settings, url: &str, embedded: bool) -> any
             format!("interrupted by {signal}"),
         ));
     }
-    if let Err(e) = workloads::clean(&client).await {
-        out.note(&format!("cleanup error={:?}", short(&format!("{e:#}"))));
-    }
+    bench.finish().await;
     Ok(())
 }
 
@@ -236,7 +214,7 @@ async fn stop_signal() -> &'static str {
 }
 
 /// Where the bench stores its tasks.
-enum Target {
+pub(super) enum Target {
     /// A fresh database in this folder (deleted before and after).
     TempDir(PathBuf),
     /// A database the user named; must be empty.
@@ -244,6 +222,8 @@ enum Target {
 }
 
 impl Target {
+    /// Makes the temp folder empty and ours (refusing while another live
+    /// bench run owns it); nothing to do for a given database.
     fn prepare(&self) -> anyhow::Result<()> {
         match self {
             Target::TempDir(dir) => {
@@ -257,13 +237,25 @@ impl Target {
                         ),
                     ));
                 }
+                self.fresh().map(drop)
+            }
+            Target::Given(_) => Ok(()),
+        }
+    }
+
+    /// Replaces the temp folder's database with a fresh one (the store must
+    /// be closed); false for a given database, which is never replaced.
+    fn fresh(&self) -> anyhow::Result<bool> {
+        match self {
+            Target::TempDir(dir) => {
                 remove_dir(dir)?;
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("cannot create {}", dir.display()))?;
                 std::fs::write(dir.join(OWNER_FILE), std::process::id().to_string())
-                    .with_context(|| format!("cannot write into {}", dir.display()))
+                    .with_context(|| format!("cannot write into {}", dir.display()))?;
+                Ok(true)
             }
-            Target::Given(_) => Ok(()),
+            Target::Given(_) => Ok(false),
         }
     }
 

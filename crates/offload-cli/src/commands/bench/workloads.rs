@@ -13,8 +13,10 @@
 //!   wall-clock time taken just before its call; nearest-rank p50 and p99
 //!   of what the runner measured.
 //!
-//! Each workload but `drain` first deletes the bench's own tasks
-//! ([`clean`]); a workload that fails or times out prints a `NOTE` line and
+//! Each workload but `drain` first deletes the bench's data, as the peers
+//! do: in the temp folder it starts over with a fresh database file; in a
+//! database given with `--database-url` it deletes the bench's own tasks
+//! ([`clean`]). A workload that fails or times out prints a `NOTE` line and
 //! the next one runs.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -26,7 +28,8 @@ use tokio::task::JoinSet;
 use tokio::time::{sleep, sleep_until, timeout};
 
 use super::worker::{Mode, Report, WorkerLink};
-use super::{Out, QUEUE, Settings, TASK_NAME, UNFINISHED, short};
+use super::{Out, QUEUE, Settings, TASK_NAME, Target, UNFINISHED, short};
+use crate::failure::{Failure, code};
 
 /// Most rounds of [`clean`] (each aborts up to one page of waiting tasks).
 const CLEAN_ROUNDS: usize = 1000;
@@ -37,16 +40,83 @@ const IDLE_BEFORE_LATENCY: Duration = Duration::from_secs(1);
 
 /// One bench run: where to print, what to run, and the producer's client.
 pub(super) struct Bench<'a> {
-    pub(super) out: &'a Out,
-    pub(super) settings: &'a Settings,
-    pub(super) client: &'a Client,
-    pub(super) url: &'a str,
-    pub(super) embedded: bool,
+    out: &'a Out,
+    settings: &'a Settings,
+    target: &'a Target,
+    url: String,
+    embedded: bool,
+    /// The producer's client; `None` only while the database is replaced.
+    client: Option<Client>,
 }
 
-impl Bench<'_> {
+impl<'a> Bench<'a> {
+    /// Opens the bench database and checks that it holds no task at all.
+    pub(super) async fn open(
+        out: &'a Out,
+        settings: &'a Settings,
+        target: &'a Target,
+        embedded: bool,
+    ) -> anyhow::Result<Self> {
+        let url = target.url();
+        let client = connect(&url).await?;
+        let total: u64 = client
+            .count(TaskFilter::default())
+            .await
+            .with_context(|| format!("cannot read database {url}"))?
+            .iter()
+            .map(|c| c.count)
+            .sum();
+        if total > 0 {
+            return Err(Failure::with_code(
+                code::FAILED,
+                format!(
+                    "database {url} already holds {total} task(s); offload bench needs an empty \
+                     database (omit --database-url to use a fresh file in the temp dir)"
+                ),
+            ));
+        }
+        Ok(Self {
+            out,
+            settings,
+            target,
+            url,
+            embedded,
+            client: Some(client),
+        })
+    }
+
+    fn client(&self) -> anyhow::Result<&Client> {
+        self.client
+            .as_ref()
+            .context("the bench database is not open (reopening it failed)")
+    }
+
+    /// Deletes the bench's data, as each peer does before a workload: a
+    /// fresh database file in the temp folder (the store is closed and
+    /// opened again), or the bench's own tasks in a given database.
+    async fn reset(&mut self) -> anyhow::Result<()> {
+        if let Target::Given(_) = self.target {
+            return clean(self.client()?).await;
+        }
+        // closes the store: its writer thread stops, its wake-up socket goes
+        self.client = None;
+        self.target.fresh()?;
+        self.client = Some(connect(&self.url).await?);
+        Ok(())
+    }
+
+    /// Deletes the bench's tasks from a database that stays.
+    pub(super) async fn finish(self) {
+        if let (Target::Given(_), Some(client)) = (self.target, &self.client)
+            && let Err(e) = clean(client).await
+        {
+            self.out
+                .note(&format!("cleanup error={:?}", short(&format!("{e:#}"))));
+        }
+    }
+
     /// Runs the workloads named in `BENCH_WORKLOADS`, in that order.
-    pub(super) async fn run_all(&self) {
+    pub(super) async fn run_all(&mut self) {
         for workload in &self.settings.workloads {
             let run = match workload.as_str() {
                 "bulk_enqueue" => self.bulk_enqueue().await,
@@ -67,20 +137,21 @@ impl Bench<'_> {
     /// Enqueues tasks `*done..BENCH_N` through the bulk API.
     async fn enqueue_all(&self, done: &mut u64) -> anyhow::Result<()> {
         let s = self.settings;
+        let client = self.client()?;
         while *done < s.n {
             let end = done.saturating_add(s.batch).min(s.n);
             let tasks = (*done..end)
                 .map(|i| NewTask::new(TASK_NAME, json!({ "i": i })).options(options()))
                 .collect();
-            self.client.trigger_many(tasks).await?;
+            client.trigger_many(tasks).await?;
             *done = end;
         }
         Ok(())
     }
 
-    async fn bulk_enqueue(&self) -> anyhow::Result<()> {
+    async fn bulk_enqueue(&mut self) -> anyhow::Result<()> {
         let s = self.settings;
-        clean(self.client).await?;
+        self.reset().await?;
         let mut done = 0;
         let start = Instant::now();
         let finished = timeout(s.timeout, self.enqueue_all(&mut done)).await;
@@ -92,7 +163,7 @@ impl Bench<'_> {
                 s.n
             )),
         }
-        let queued = unfinished(self.client).await?;
+        let queued = unfinished(self.client()?).await?;
         if queued != s.n {
             self.out.note(&format!(
                 "workload=bulk_enqueue queued={queued} expected={}",
@@ -104,11 +175,11 @@ impl Bench<'_> {
         Ok(())
     }
 
-    async fn drain(&self) -> anyhow::Result<()> {
+    async fn drain(&mut self) -> anyhow::Result<()> {
         let s = self.settings;
         // drains what bulk_enqueue left (enqueues it again if it was skipped)
-        if unfinished(self.client).await? != s.n {
-            clean(self.client).await?;
+        if unfinished(self.client()?).await? != s.n {
+            self.reset().await?;
             self.enqueue_all(&mut 0).await?;
         }
         let mut worker = self.start_worker(Mode::Drain, s.n)?;
@@ -144,14 +215,15 @@ impl Bench<'_> {
         Ok(())
     }
 
-    async fn single_enqueue(&self) -> anyhow::Result<()> {
+    async fn single_enqueue(&mut self) -> anyhow::Result<()> {
         let s = self.settings;
-        clean(self.client).await?;
+        self.reset().await?;
+        let client = self.client()?;
         let mut done = 0;
         let start = Instant::now();
         let finished = timeout(s.timeout, async {
             while done < s.single_n {
-                self.client
+                client
                     .trigger(TASK_NAME, json!({ "i": done }), options())
                     .await?;
                 done += 1;
@@ -172,9 +244,10 @@ impl Bench<'_> {
         Ok(())
     }
 
-    async fn pickup_latency(&self) -> anyhow::Result<()> {
+    async fn pickup_latency(&mut self) -> anyhow::Result<()> {
         let s = self.settings;
-        clean(self.client).await?;
+        self.reset().await?;
+        let client = self.client()?;
         let mut worker = self.start_worker(Mode::Latency, s.latency_n)?;
         let report = async {
             worker.next(s).await?; // ready
@@ -186,7 +259,7 @@ impl Bench<'_> {
                     // a fixed schedule: no wait when behind it
                     sleep_until(start + interval.mul_f64(k as f64)).await;
                     let input = json!({ "i": k, "t": wall_clock_ms() });
-                    self.client.trigger(TASK_NAME, input, options()).await?;
+                    client.trigger(TASK_NAME, input, options()).await?;
                 }
                 anyhow::Ok(())
             })
@@ -236,13 +309,20 @@ impl Bench<'_> {
         if self.embedded {
             Ok(WorkerLink::embedded(
                 self.settings,
-                self.client.store().clone(),
+                self.client()?.store().clone(),
                 expect,
             ))
         } else {
-            WorkerLink::spawn(self.url, mode, expect)
+            WorkerLink::spawn(&self.url, mode, expect)
         }
     }
+}
+
+/// Opens the bench database.
+async fn connect(url: &str) -> anyhow::Result<Client> {
+    Client::connect(url)
+        .await
+        .with_context(|| format!("cannot open database {url}"))
 }
 
 /// The options of every bench task: the bench's own queue, defaults otherwise.
