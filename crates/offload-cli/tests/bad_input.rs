@@ -227,3 +227,16 @@ fn usage_errors_are_one_line() {
     assert_eq!(out.status.code(), Some(2));
     assert!(!env.db.exists(), "a usage error created the database");
 }
+
+#[test]
+fn durations_past_a_hundred_years_are_refused() {
+    let (env, before) = seeded();
+    let id = before[0]["id"].as_str().unwrap().to_owned();
+    let out = env.run(&["result", &id, "--wait", "1e19"]);
+    assert_one_error(&out, 2, "100 years");
+    let out = env.run(&["enqueue", "--type", "a", "--timeout", "400000000000y"]);
+    assert_one_error(&out, 2, "100 years");
+    let out = env.run(&["enqueue", "--type", "a", "--delay", "1e19"]);
+    assert_one_error(&out, 2, "100 years");
+    assert_eq!(env.all_tasks(), before);
+}

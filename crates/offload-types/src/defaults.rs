@@ -19,3 +19,6 @@ pub const MAX_NAME_LEN: usize = 200;
 pub const MAX_QUEUE_LEN: usize = 100;
 /// Upper bound of `max_attempts`.
 pub const MAX_ATTEMPTS_LIMIT: u32 = 1000;
+/// Longest duration accepted anywhere (delays, timeouts, back-off, waits):
+/// 100 years. Longer values are refused, so time arithmetic never overflows.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86400);

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::MAX_DURATION;
+
 /// A duration string could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid duration {input:?}: {reason} (examples: 30s, 2m, 1h 30m, 250ms)")]
@@ -18,6 +20,7 @@ pub struct DurationParseError {
 /// assert_eq!(offload_types::parse_duration("2m").unwrap(), Duration::from_secs(120));
 /// assert_eq!(offload_types::parse_duration("1.5").unwrap(), Duration::from_millis(1500));
 /// assert!(offload_types::parse_duration("soon").is_err());
+/// assert!(offload_types::parse_duration("1e19").is_err());
 /// ```
 pub fn parse_duration(input: &str) -> Result<Duration, DurationParseError> {
     let trimmed = input.trim();
@@ -28,10 +31,16 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationParseError> {
     if trimmed.is_empty() {
         return Err(err("empty"));
     }
-    if let Ok(secs) = trimmed.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs).map_err(|_| err("out of range or negative"));
+    let parsed = match trimmed.parse::<f64>() {
+        Ok(secs) => {
+            Duration::try_from_secs_f64(secs).map_err(|_| err("out of range or negative"))?
+        }
+        Err(_) => humantime::parse_duration(trimmed).map_err(|e| err(&e.to_string()))?,
+    };
+    if parsed > MAX_DURATION {
+        return Err(err("longer than 100 years"));
     }
-    humantime::parse_duration(trimmed).map_err(|e| err(&e.to_string()))
+    Ok(parsed)
 }
 
 /// Formats a duration the way [`parse_duration`] reads it back.
@@ -58,8 +67,7 @@ pub(crate) mod serde_duration {
     fn from_raw<E: de::Error>(raw: Raw) -> Result<Duration, E> {
         match raw {
             Raw::Text(s) => parse_duration(&s).map_err(E::custom),
-            Raw::Secs(n) => Duration::try_from_secs_f64(n)
-                .map_err(|_| E::custom(format!("invalid duration {n}: out of range or negative"))),
+            Raw::Secs(n) => parse_duration(&n.to_string()).map_err(E::custom),
         }
     }
 

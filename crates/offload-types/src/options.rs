@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    MAX_ATTEMPTS_LIMIT, MAX_NAME_LEN, MAX_QUEUE_LEN, RetryPolicy, TaskId, ValidationError,
+    MAX_ATTEMPTS_LIMIT, MAX_DURATION, MAX_NAME_LEN, MAX_QUEUE_LEN, RetryPolicy, TaskId,
+    ValidationError,
 };
 
 /// How a task is to be run. Every field is optional; unset fields take the
@@ -145,14 +146,15 @@ impl TaskOptions {
                 "give either delay or run_at, not both",
             ));
         }
-        if let Some(d) = self.delay
-            && (chrono::Duration::from_std(d).is_err()
-                || d > Duration::from_secs(100 * 365 * 86400))
-        {
-            return Err(ValidationError::new(
-                "delay",
-                format!("{d:?} is longer than 100 years"),
-            ));
+        for (field, value) in [("delay", self.delay), ("timeout", self.timeout)] {
+            if let Some(d) = value
+                && d > MAX_DURATION
+            {
+                return Err(ValidationError::new(
+                    field,
+                    format!("{d:?} is longer than 100 years"),
+                ));
+            }
         }
         if let Some(n) = self.max_attempts
             && !(1..=MAX_ATTEMPTS_LIMIT).contains(&n)
@@ -172,6 +174,12 @@ impl TaskOptions {
                 return Err(ValidationError::new(
                     "retry.multiplier",
                     format!("must be a number >= 1, got {}", r.multiplier),
+                ));
+            }
+            if r.initial > MAX_DURATION || r.max > MAX_DURATION {
+                return Err(ValidationError::new(
+                    "retry",
+                    "initial and max must not be longer than 100 years",
                 ));
             }
             if !(0.0..=1.0).contains(&r.jitter) {

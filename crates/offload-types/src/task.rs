@@ -50,8 +50,10 @@ pub struct Task {
     pub abort_requested_at: Option<DateTime<Utc>>,
     /// Who holds the lease while running.
     pub worker_id: Option<String>,
-    /// The live lease's token while running.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
+    /// The live lease's token while running. It is the fencing credential
+    /// of the attempt, so it is never serialized (not in `--json` output,
+    /// logs or API answers); the worker holding the lease gets it from the claim.
+    #[serde(skip_serializing, default)]
     pub lease_token: Option<LeaseToken>,
     /// When the live lease lapses unless renewed.
     pub lease_expires_at: Option<DateTime<Utc>>,

@@ -104,9 +104,11 @@ impl Client {
     ) -> Result<TaskHandle> {
         let task = NewTask::new(name, input).options(options);
         let mut handles = self.trigger_many(vec![task]).await?;
-        handles
-            .pop()
-            .ok_or_else(|| Error::Config("the store returned no id for an enqueued task".into()))
+        handles.pop().ok_or_else(|| {
+            Error::Store(offload_store::StoreError::Corrupt(
+                "the store returned no id for an enqueued task".into(),
+            ))
+        })
     }
 
     /// Enqueues many tasks in one round-trip and one commit; all or nothing.
@@ -225,6 +227,7 @@ impl Client {
     /// Waits until the task is terminal and returns it. Wakes on the store's
     /// change notifications (with a slow safety poll), never a tight loop.
     pub async fn wait(&self, id: TaskId, timeout: Duration) -> Result<Task> {
+        let timeout = timeout.min(offload_types::MAX_DURATION);
         let deadline = tokio::time::Instant::now() + timeout;
         let mut changes = self.store.notifier().subscribe();
         loop {

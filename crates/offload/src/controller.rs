@@ -59,6 +59,11 @@ impl DecisionSlot {
         }
     }
 
+    /// The decision, if one was made.
+    pub(crate) fn get(&self) -> Option<Decision> {
+        self.value.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     fn is_set(&self) -> bool {
         self.value
             .lock()

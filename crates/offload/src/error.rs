@@ -39,6 +39,9 @@ pub enum Error {
     /// The worker was configured wrongly.
     #[error("invalid worker configuration: {0}")]
     Config(String),
+    /// A loop of the worker failed (a bug: it is logged with the details).
+    #[error("worker failure: {0}")]
+    Worker(String),
     /// A task reached a status that has no result.
     #[error("task {id} is {status}")]
     NoResult {

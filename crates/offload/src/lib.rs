@@ -67,8 +67,8 @@ pub use runner::Runner;
 pub use typed::TaskType;
 pub use worker::{
     DEFAULT_ABORT_GRACE, DEFAULT_CLAIM_BATCH, DEFAULT_CONCURRENCY, DEFAULT_MAINTENANCE_INTERVAL,
-    DEFAULT_POLL_INTERVAL, DEFAULT_SHUTDOWN_GRACE, Worker, WorkerBuilder, WorkerHandle,
-    WorkerStats,
+    DEFAULT_POLL_INTERVAL, DEFAULT_SHUTDOWN_GRACE, MAX_CONCURRENCY, MAX_LEASE, MIN_LEASE, Worker,
+    WorkerBuilder, WorkerHandle, WorkerStats,
 };
 
 pub use offload_store::{

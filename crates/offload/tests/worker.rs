@@ -359,7 +359,8 @@ async fn abort_drops_a_runner_that_ignores_it() {
         handle.result(WAIT).await,
         Err(offload::Error::TaskAborted(_))
     ));
-    assert_eq!(worker.stats().running, 0);
+    // the attempt leaves the worker's table once its outcome is stored
+    wait_for(async || worker.stats().running == 0).await;
     worker.shutdown().await.unwrap();
 }
 
@@ -816,4 +817,90 @@ async fn many_tasks_all_succeed_once() {
     assert_eq!(stats.claimed, 3000);
     assert_eq!(stats.succeeded, 3000);
     worker.shutdown().await.unwrap();
+}
+
+struct PanickingHook;
+
+#[async_trait]
+impl Hook for PanickingHook {
+    async fn on_before_run(&self, task: &Task, _ctx: &Context) -> Result<(), TaskError> {
+        if task.input["panic"] == json!(true) {
+            panic!("hook exploded");
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_hook_fails_the_attempt_instead_of_leaving_it_running() {
+    let f = fixture().await;
+    let worker = builder(&f)
+        .hook(PanickingHook)
+        .runner("hooked", runner(|_, _| async move { Ok(json!("ran")) }))
+        .build()
+        .unwrap()
+        .start();
+    let bad = f
+        .client
+        .trigger(
+            "hooked",
+            json!({"panic": true}),
+            TaskOptions::new().max_attempts(1),
+        )
+        .await
+        .unwrap();
+    match bad.result(WAIT).await.unwrap_err() {
+        offload::Error::TaskFailed(e) => {
+            assert_eq!(e.kind, "panic");
+            assert!(e.message.contains("hook exploded"), "{}", e.message);
+        }
+        other => panic!("unexpected {other}"),
+    }
+    // the worker lives on and its slot and lease table are clean
+    let good = f
+        .client
+        .trigger("hooked", json!({}), TaskOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(good.result(WAIT).await.unwrap(), json!("ran"));
+    wait_for(async || worker.stats().running == 0).await;
+    worker.shutdown().await.unwrap();
+    let running = f
+        .client
+        .count(offload::TaskFilter {
+            statuses: vec![Status::Running],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(running.is_empty(), "{running:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_range_settings_are_refused() {
+    let f = fixture().await;
+    let build = |b: WorkerBuilder| {
+        b.runner("x", runner(|_, _| async move { Ok(json!(null)) }))
+            .build()
+    };
+    for (b, word) in [
+        (builder(&f).lease(Duration::from_millis(10)), "lease"),
+        (builder(&f).lease(Duration::from_secs(10_000_000)), "lease"),
+        (builder(&f).concurrency(0), "concurrency"),
+        (builder(&f).abort_grace(Duration::MAX), "abort_grace"),
+    ] {
+        let err = build(b).unwrap_err().to_string();
+        assert!(err.contains(word), "{err}");
+    }
+    // a wait far past what the clock can count is simply a long wait
+    let handle = f
+        .client
+        .trigger("x", json!({}), TaskOptions::new())
+        .await
+        .unwrap();
+    handle.abort().await.unwrap();
+    assert!(matches!(
+        handle.result(Duration::MAX).await,
+        Err(offload::Error::TaskAborted(_))
+    ));
 }

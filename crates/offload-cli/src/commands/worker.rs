@@ -189,22 +189,26 @@ fn share(total: usize, n: usize) -> Vec<usize> {
         .collect()
 }
 
-/// A future that resolves on the first SIGINT or SIGTERM; a second one
-/// kills every command's process group and exits the process.
+/// A future that resolves on the first SIGINT, SIGTERM or SIGHUP (a closed
+/// terminal); a second one kills every command's process group and exits
+/// the process.
 fn shutdown_signal(groups: ProcessGroups) -> anyhow::Result<impl std::future::Future<Output = ()>> {
     let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
     let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         tokio::select! {
             _ = int.recv() => {}
             _ = term.recv() => {}
+            _ = hup.recv() => {}
         }
         output::note("offload worker: shutting down gracefully (signal again to force)");
         let _ = tx.send(());
         tokio::select! {
             _ = int.recv() => {}
             _ = term.recv() => {}
+            _ = hup.recv() => {}
         }
         output::note("offload worker: forced exit; killing running commands");
         groups.kill_all();

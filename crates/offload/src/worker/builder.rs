@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use offload_store::{Clock, Store, SystemClock};
-use offload_types::{DEFAULT_LEASE, DEFAULT_QUEUE, DEFAULT_RETENTION};
+use offload_types::{DEFAULT_LEASE, DEFAULT_QUEUE, DEFAULT_RETENTION, MAX_DURATION};
 
 use super::Worker;
 use super::shared::{RegisteredRunner, Shared, WorkerConfig};
@@ -25,6 +25,12 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
 /// Most tasks taken in one claim.
 pub const DEFAULT_CLAIM_BATCH: usize = 100;
+/// Shortest lease accepted (heartbeats come every third of it).
+pub const MIN_LEASE: Duration = Duration::from_millis(100);
+/// Longest lease accepted: a dead worker's tasks must come back in reasonable time.
+pub const MAX_LEASE: Duration = Duration::from_secs(3600);
+/// Most tasks one queue may run at once in one worker.
+pub const MAX_CONCURRENCY: usize = 100_000;
 
 /// Configures a [`Worker`].
 pub struct WorkerBuilder {
@@ -198,14 +204,38 @@ impl WorkerBuilder {
                 self.queues.insert(0, (DEFAULT_QUEUE.to_owned(), n));
             }
         }
-        if let Some((q, _)) = self.queues.iter().find(|(_, n)| *n == 0) {
-            return Err(Error::Config(format!("queue {q:?} has concurrency 0")));
-        }
-        if self.lease < Duration::from_millis(100) {
+        if let Some((q, n)) = self
+            .queues
+            .iter()
+            .find(|(_, n)| *n == 0 || *n > MAX_CONCURRENCY)
+        {
             return Err(Error::Config(format!(
-                "lease {:?} is too short (at least 100ms)",
+                "queue {q:?} has concurrency {n}; it must be between 1 and {MAX_CONCURRENCY}"
+            )));
+        }
+        if !(MIN_LEASE..=MAX_LEASE).contains(&self.lease) {
+            return Err(Error::Config(format!(
+                "lease {:?} is out of range ({MIN_LEASE:?} to {MAX_LEASE:?})",
                 self.lease
             )));
+        }
+        for (what, d) in [
+            ("shutdown_grace", self.shutdown_grace),
+            ("abort_grace", self.abort_grace),
+            ("poll_interval", self.poll_interval),
+            ("maintenance_interval", self.maintenance_interval),
+            ("retention", self.retention),
+        ] {
+            if d > MAX_DURATION {
+                return Err(Error::Config(format!(
+                    "{what} {d:?} is longer than 100 years"
+                )));
+            }
+        }
+        if self.poll_interval.is_zero() || self.maintenance_interval.is_zero() {
+            return Err(Error::Config(
+                "poll_interval and maintenance_interval must be longer than 0".into(),
+            ));
         }
         if self.claim_batch == 0 {
             return Err(Error::Config("claim_batch must be at least 1".into()));

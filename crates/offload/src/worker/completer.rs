@@ -12,14 +12,16 @@ use super::shared::{CompleterMsg, Counters, Shared};
 
 /// Most outcomes written in one call.
 const MAX_BATCH: usize = 1000;
+/// First wait before trying a failing write again.
+const INITIAL_BACKOFF: Duration = Duration::from_millis(50);
 /// Longest wait between two tries of a failing write.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// After shutdown starts, stop retrying a failing write after this long
+/// Once shutdown has gone on this long, a failing write is given up
 /// (the leases then expire and the tasks run again).
 const CLOSING_RETRY_LIMIT: Duration = Duration::from_secs(30);
 
 pub(crate) async fn run(shared: Arc<Shared>, mut inbox: mpsc::UnboundedReceiver<CompleterMsg>) {
-    let mut closing = false;
+    let mut closing = false; // the inbox is closed: write what is left, then stop
     while !closing {
         let Some(first) = inbox.recv().await else {
             return;
@@ -27,33 +29,32 @@ pub(crate) async fn run(shared: Arc<Shared>, mut inbox: mpsc::UnboundedReceiver<
         let mut batch = Vec::new();
         let mut slots = Vec::new();
         match first {
-            CompleterMsg::Finish(f, slot) => {
+            CompleterMsg::Finish(f, held) => {
                 batch.push(f);
-                slots.push(slot);
+                slots.push(held);
             }
             CompleterMsg::Close => closing = true,
         }
         while batch.len() < MAX_BATCH {
             match inbox.try_recv() {
-                Ok(CompleterMsg::Finish(f, slot)) => {
+                Ok(CompleterMsg::Finish(f, held)) => {
                     batch.push(f);
-                    slots.push(slot);
+                    slots.push(held);
                 }
                 Ok(CompleterMsg::Close) => closing = true,
                 Err(_) => break,
             }
         }
         if !batch.is_empty() {
-            write(&shared, batch, closing).await;
+            write(&shared, batch).await;
         }
-        // the outcomes are stored: the slots may take new work
+        // the outcomes are stored: stop renewing their leases, free the slots
         drop(slots);
     }
 }
 
-async fn write(shared: &Shared, batch: Vec<TaskFinish>, closing: bool) {
-    let started = tokio::time::Instant::now();
-    let mut backoff = Duration::from_millis(50);
+async fn write(shared: &Shared, batch: Vec<TaskFinish>) {
+    let mut backoff = INITIAL_BACKOFF;
     loop {
         let params = TaskFinishParams {
             items: batch.clone(),
@@ -67,7 +68,11 @@ async fn write(shared: &Shared, batch: Vec<TaskFinish>, closing: bool) {
                 }
                 return;
             }
-            Err(e) if closing && started.elapsed() > CLOSING_RETRY_LIMIT => {
+            Err(e)
+                if shared
+                    .shutting_down_for()
+                    .is_some_and(|t| t > CLOSING_RETRY_LIMIT) =>
+            {
                 tracing::error!(error = %e, count = batch.len(), "could not write outcomes before shutdown; their leases will expire and the tasks run again");
                 return;
             }
@@ -78,7 +83,7 @@ async fn write(shared: &Shared, batch: Vec<TaskFinish>, closing: bool) {
                 // one bad item must not hold back the others
                 tracing::warn!(error = %e, "writing a batch of outcomes failed; writing them one by one");
                 for item in batch {
-                    Box::pin(write(shared, vec![item], closing)).await;
+                    Box::pin(write(shared, vec![item])).await;
                 }
                 return;
             }

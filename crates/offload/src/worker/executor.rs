@@ -6,15 +6,18 @@
 //! snooze, release), run the after hooks, and hand the outcome to the
 //! completer.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use offload_store::{FinishOutcome, LeaseRef, TaskFinish};
-use offload_types::{RetryPolicy, Task, TaskError};
+use offload_types::{MAX_DURATION, RetryPolicy, Task, TaskError};
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tracing::Instrument;
 
-use super::shared::{Counters, RegisteredRunner, Shared, Slot, request_stop};
+use super::shared::{Counters, Held, RegisteredRunner, Registration, Shared, Slot, request_stop};
 use crate::controller::{Decision, DecisionSlot, StopReason};
 use crate::{AttemptResult, Controller, Hook};
 
@@ -38,22 +41,48 @@ pub(crate) async fn execute(shared: Arc<Shared>, task: Task, slot: Slot) {
         id: task.id,
         lease_token,
     };
+    let (stop_tx, stop_rx) = watch::channel(None);
+    let stop_tx = Arc::new(stop_tx);
+    // heartbeats renew the lease until the completer has stored the outcome
+    let registration = Registration::new(shared.clone(), lease, stop_tx.clone());
+    let held = Held {
+        _slot: slot,
+        _registration: registration,
+    };
+    let (attempt_no, now_attempt) = (task.attempt, task.id);
+    let span =
+        tracing::info_span!("task", id = %now_attempt, name = %task.name, attempt = attempt_no);
+    let run = run_attempt(&shared, task, lease, stop_tx, stop_rx).instrument(span);
+    let outcome = match AssertUnwindSafe(run).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(payload) => {
+            // a hook (or the worker itself) panicked: record a failed attempt
+            // rather than leave the task running until its lease lapses
+            let error = TaskError::panic(panic_message(payload));
+            tracing::error!(task = %lease.id, error = %error.message, "attempt panicked outside the runner");
+            Some(FinishOutcome::Fail {
+                error: error.record(attempt_no, shared.clock.now()),
+            })
+        }
+    };
+    if let Some(outcome) = outcome {
+        shared.complete(TaskFinish { lease, outcome }, held);
+    }
+}
+
+/// One attempt from hooks to outcome; `None` when nothing is to be written.
+async fn run_attempt(
+    shared: &Arc<Shared>,
+    task: Task,
+    lease: LeaseRef,
+    stop_tx: Arc<watch::Sender<Option<StopReason>>>,
+    stop_rx: watch::Receiver<Option<StopReason>>,
+) -> Option<FinishOutcome> {
     let Some(registered) = shared.runners.get(&task.name) else {
         // the claim filters by name, so this only happens if the store ignores it
         tracing::error!(task = %task.id, name = %task.name, "no runner for claimed task; releasing it");
-        shared.complete(
-            TaskFinish {
-                lease,
-                outcome: FinishOutcome::Release,
-            },
-            slot,
-        );
-        return;
+        return Some(FinishOutcome::Release);
     };
-    let (stop_tx, stop_rx) = watch::channel(None);
-    let stop_tx = Arc::new(stop_tx);
-    shared.register(lease, stop_tx.clone());
-
     let hooks: Vec<Arc<dyn Hook>> = shared
         .hooks
         .iter()
@@ -73,14 +102,14 @@ pub(crate) async fn execute(shared: Arc<Shared>, task: Task, slot: Slot) {
     let task = Arc::new(task);
 
     let ran = attempt(
-        &shared, &task, registered, &hooks, &ctx, &ctl, &decision, &stop_tx, stop_rx,
+        shared, &task, registered, &hooks, &ctx, &ctl, &decision, &stop_tx, stop_rx,
     )
     .await;
     let policy = task
         .retry
         .clone()
         .unwrap_or_else(|| registered.runner.retry_policy());
-    let (outcome, result) = settle(&shared, &task, ran, &policy);
+    let (outcome, result) = settle(shared, &task, ran, &policy);
 
     for hook in hooks.iter().rev() {
         hook.on_after_run(&task, &result, &ctx).await;
@@ -90,11 +119,7 @@ pub(crate) async fn execute(shared: Arc<Shared>, task: Task, slot: Slot) {
             AttemptResult::Aborted | AttemptResult::Deferred => {}
         }
     }
-    shared.unregister(lease);
-    // the slot stays taken until the outcome is stored (the completer drops it)
-    if let Some(outcome) = outcome {
-        shared.complete(TaskFinish { lease, outcome }, slot);
-    }
+    outcome
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -124,13 +149,23 @@ async fn attempt(
         );
         tokio::spawn(async move { runner.run(&task, &ctx, &ctl).await })
     };
-    let timeout_at = timeout.map(|t| Instant::now() + t);
-    let far = Instant::now() + Duration::from_secs(100 * 365 * 86400);
+    // a deadline past what the clock can count is no deadline
+    let timeout_at = timeout.and_then(|t| Instant::now().checked_add(t));
+    let far = Instant::now() + MAX_DURATION;
     let mut stopping: Option<(StopReason, Instant)> = None;
     loop {
         let grace_at = stopping.map(|(_, at)| at).unwrap_or(far);
         tokio::select! {
+            // a decision made through the controller wins over the return value
+            biased;
+            d = decision.wait() => {
+                join.abort();
+                return from_decision(d);
+            }
             joined = &mut join => {
+                if let Some(d) = decision.get() {
+                    return from_decision(d);
+                }
                 let result = match joined {
                     Ok(r) => r,
                     Err(e) if e.is_panic() => Err(TaskError::panic(panic_message(e.into_panic()))),
@@ -146,30 +181,31 @@ async fn attempt(
                     Some(reason) => after_stop(reason, result, timeout),
                 };
             }
-            d = decision.wait() => {
-                join.abort();
-                return match d {
-                    Decision::Success(v) => Ran::Success(v),
-                    Decision::Error(e) => Ran::Error(e),
-                    Decision::Abort => Ran::Aborted("aborted by its runner"),
-                    Decision::Snooze(d) => Ran::Snooze(d),
-                };
-            }
             _ = tokio::time::sleep_until(timeout_at.unwrap_or(far)), if stopping.is_none() && timeout_at.is_some() => {
+                // an earlier stop request (abort, shutdown) keeps its reason
                 request_stop(stop_tx, StopReason::Timeout);
+                let reason = (*stop_rx.borrow_and_update()).unwrap_or(StopReason::Timeout);
+                match begin_stop(reason, shared, far) {
+                    Some(s) => stopping = Some(s),
+                    None => {
+                        join.abort();
+                        return Ran::LeaseLost;
+                    }
+                }
             }
             changed = stop_rx.changed(), if stopping.is_none() => {
                 if changed.is_err() {
                     continue;
                 }
                 let reason = *stop_rx.borrow_and_update();
-                match reason {
-                    Some(StopReason::LeaseLost) => {
-                        join.abort();
-                        return Ran::LeaseLost;
+                if let Some(reason) = reason {
+                    match begin_stop(reason, shared, far) {
+                        Some(s) => stopping = Some(s),
+                        None => {
+                            join.abort();
+                            return Ran::LeaseLost;
+                        }
                     }
-                    Some(reason) => stopping = Some((reason, Instant::now() + shared.config.abort_grace)),
-                    None => {}
                 }
             }
             _ = tokio::time::sleep_until(grace_at), if stopping.is_some() => {
@@ -180,6 +216,35 @@ async fn attempt(
             }
         }
     }
+}
+
+/// The stop reason and the end of its grace period; `None` when the lease
+/// is lost, which ends the attempt at once.
+fn begin_stop(reason: StopReason, shared: &Shared, far: Instant) -> Option<(StopReason, Instant)> {
+    if reason == StopReason::LeaseLost {
+        return None;
+    }
+    let grace = Instant::now()
+        .checked_add(shared.config.abort_grace)
+        .unwrap_or(far);
+    Some((reason, grace))
+}
+
+fn from_decision(d: Decision) -> Ran {
+    match d {
+        Decision::Success(v) => Ran::Success(v),
+        Decision::Error(e) => Ran::Error(e),
+        Decision::Abort => Ran::Aborted("aborted by its runner"),
+        Decision::Snooze(d) => Ran::Snooze(d),
+    }
+}
+
+/// `now + d`, saturating at the far end of what the store can hold.
+fn later(now: chrono::DateTime<chrono::Utc>, d: Duration) -> chrono::DateTime<chrono::Utc> {
+    chrono::Duration::from_std(d.min(MAX_DURATION))
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(now)
 }
 
 /// What an attempt that was asked to stop comes to.
@@ -222,11 +287,9 @@ fn settle(
             let will_retry = error.retryable && task.attempts_left();
             let outcome = if will_retry {
                 Counters::add(&stats.retried, 1);
-                let wait = chrono::Duration::from_std(policy.backoff(task.attempt))
-                    .unwrap_or(chrono::Duration::zero());
                 FinishOutcome::Retry {
                     error: record,
-                    run_at: now + wait,
+                    run_at: later(now, policy.backoff(task.attempt)),
                 }
             } else {
                 Counters::add(&stats.failed, 1);
@@ -246,7 +309,7 @@ fn settle(
         }
         Ran::Snooze(delay) => (
             Some(FinishOutcome::Snooze {
-                run_at: now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero()),
+                run_at: later(now, delay),
             }),
             AttemptResult::Deferred,
         ),

@@ -12,6 +12,10 @@ use tokio_util::sync::CancellationToken;
 use super::shared::Shared;
 
 const LEADER_NAME: &str = "maintenance";
+/// Leadership lasts this many maintenance intervals unless renewed.
+const LEADER_TTL_INTERVALS: u32 = 5;
+/// ... and at least this long.
+const MIN_LEADER_TTL: Duration = Duration::from_secs(2);
 /// Rows rescued or pruned per call; calls repeat (bounded) while full.
 const BATCH: u32 = 1000;
 const MAX_ROUNDS: usize = 100;
@@ -21,7 +25,9 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     let interval = shared.config.maintenance_interval;
     // leadership outlives a few missed renewals, yet fails over in seconds
-    let ttl = (interval * 5).max(Duration::from_secs(2));
+    let ttl = interval
+        .saturating_mul(LEADER_TTL_INTERVALS)
+        .max(MIN_LEADER_TTL);
     let mut leading = false;
     let mut last_prune: Option<tokio::time::Instant> = None;
     loop {
@@ -95,10 +101,12 @@ async fn rescue(shared: &Shared) {
 }
 
 async fn prune(shared: &Shared) {
-    let Ok(retention) = chrono::Duration::from_std(shared.config.retention) else {
+    let Some(cutoff) = chrono::Duration::from_std(shared.config.retention)
+        .ok()
+        .and_then(|r| shared.clock.now().checked_sub_signed(r))
+    else {
         return;
     };
-    let cutoff = shared.clock.now() - retention;
     for _ in 0..MAX_ROUNDS {
         match shared
             .store

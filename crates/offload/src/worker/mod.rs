@@ -22,7 +22,8 @@ use tokio_util::task::TaskTracker;
 
 pub use builder::{
     DEFAULT_ABORT_GRACE, DEFAULT_CLAIM_BATCH, DEFAULT_CONCURRENCY, DEFAULT_MAINTENANCE_INTERVAL,
-    DEFAULT_POLL_INTERVAL, DEFAULT_SHUTDOWN_GRACE, WorkerBuilder,
+    DEFAULT_POLL_INTERVAL, DEFAULT_SHUTDOWN_GRACE, MAX_CONCURRENCY, MAX_LEASE, MIN_LEASE,
+    WorkerBuilder,
 };
 pub use shared::WorkerStats;
 
@@ -159,14 +160,17 @@ impl WorkerHandle {
     /// do not within the abort grace period, and hand them back as `pending`
     /// (attempt not counted); write every outcome; give up leadership.
     pub async fn shutdown(self) -> Result<()> {
-        let grace = self.shared.config.shutdown_grace;
+        let config = &self.shared.config;
         tracing::info!(worker = %self.shared.worker_id, running = self.shared.running_count(), "worker shutting down");
+        self.shared.begin_shutdown();
         self.producers_stop.cancel();
+        // every step runs even if an earlier one failed; the first error is returned
+        let mut first_error = None;
         for p in self.producers {
-            join(p).await?;
+            keep_first(&mut first_error, join("producer", p).await);
         }
         self.executors.close();
-        if tokio::time::timeout(grace, self.executors.wait())
+        if tokio::time::timeout(config.shutdown_grace, self.executors.wait())
             .await
             .is_err()
         {
@@ -176,20 +180,51 @@ impl WorkerHandle {
             );
             self.shared
                 .stop_all(crate::controller::StopReason::Shutdown);
-            self.executors.wait().await;
+            let bound = config.abort_grace.saturating_add(STOP_MARGIN);
+            if tokio::time::timeout(bound, self.executors.wait())
+                .await
+                .is_err()
+            {
+                tracing::error!(
+                    running = self.shared.running_count(),
+                    "attempts still running after the abort grace period (a hook may hang); their leases will expire and the tasks run again"
+                );
+            }
+        }
+        if !self
+            .shared
+            .client
+            .drain_background(config.shutdown_grace)
+            .await
+        {
+            tracing::warn!("background work handed to wait_until was still running at shutdown");
         }
         self.services_stop.cancel();
-        join(self.heartbeat).await?;
-        join(self.maintenance).await?;
+        keep_first(&mut first_error, join("heartbeat", self.heartbeat).await);
+        keep_first(
+            &mut first_error,
+            join("maintenance", self.maintenance).await,
+        );
         self.shared.close_completions();
-        join(self.completer).await?;
+        keep_first(&mut first_error, join("completer", self.completer).await);
         tracing::info!(worker = %self.shared.worker_id, "worker stopped");
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 }
 
-async fn join(handle: JoinHandle<()>) -> Result<()> {
+/// After the abort grace period, how much longer shutdown waits for
+/// attempts to hand back their outcome.
+const STOP_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn keep_first(first: &mut Option<Error>, result: Result<()>) {
+    if let Err(e) = result {
+        tracing::error!(error = %e, "worker shutdown step failed");
+        first.get_or_insert(e);
+    }
+}
+
+async fn join(name: &'static str, handle: JoinHandle<()>) -> Result<()> {
     handle
         .await
-        .map_err(|e| Error::Config(format!("a worker loop ended abnormally: {e}")))
+        .map_err(|e| Error::Worker(format!("the {name} loop ended abnormally: {e}")))
 }

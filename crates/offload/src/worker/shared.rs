@@ -64,9 +64,41 @@ impl Drop for Slot {
     }
 }
 
+/// An attempt's entry in the table of running attempts; dropping it
+/// removes the entry (also when the executor panics), which ends the
+/// heartbeats for that lease.
+pub(crate) struct Registration {
+    shared: Arc<Shared>,
+    lease: LeaseRef,
+}
+
+impl Registration {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        lease: LeaseRef,
+        stop: Arc<watch::Sender<Option<StopReason>>>,
+    ) -> Self {
+        shared.register(lease, stop);
+        Self { shared, lease }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.shared.unregister(self.lease);
+    }
+}
+
+/// What an attempt holds until its outcome is stored: its slot and its
+/// lease registration (so the lease keeps being renewed meanwhile).
+pub(crate) struct Held {
+    pub(crate) _slot: Slot,
+    pub(crate) _registration: Registration,
+}
+
 /// What goes to the completer.
 pub(crate) enum CompleterMsg {
-    Finish(TaskFinish, Slot),
+    Finish(TaskFinish, Held),
     Close,
 }
 
@@ -131,6 +163,9 @@ pub(crate) struct Shared {
     /// lease while its old attempt is still being stopped.
     running: Mutex<HashMap<LeaseToken, RunningAttempt>>,
     completions: mpsc::UnboundedSender<CompleterMsg>,
+    /// When graceful shutdown began; the completer stops retrying a failing
+    /// write a while after it.
+    shutdown_started: std::sync::OnceLock<tokio::time::Instant>,
     completion_rx: Mutex<Option<mpsc::UnboundedReceiver<CompleterMsg>>>,
 }
 
@@ -158,6 +193,7 @@ impl Shared {
             stats: Counters::default(),
             running: Mutex::new(HashMap::new()),
             completions: tx,
+            shutdown_started: std::sync::OnceLock::new(),
             completion_rx: Mutex::new(Some(rx)),
         }
     }
@@ -181,12 +217,12 @@ impl Shared {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn register(&self, lease: LeaseRef, stop: Arc<watch::Sender<Option<StopReason>>>) {
+    fn register(&self, lease: LeaseRef, stop: Arc<watch::Sender<Option<StopReason>>>) {
         self.running()
             .insert(lease.lease_token, RunningAttempt { lease, stop });
     }
 
-    pub(crate) fn unregister(&self, lease: LeaseRef) {
+    fn unregister(&self, lease: LeaseRef) {
         self.running().remove(&lease.lease_token);
     }
 
@@ -218,16 +254,25 @@ impl Shared {
         }
     }
 
-    pub(crate) fn complete(&self, finish: TaskFinish, slot: Slot) {
+    pub(crate) fn complete(&self, finish: TaskFinish, held: Held) {
         if self
             .completions
-            .send(CompleterMsg::Finish(finish, slot))
+            .send(CompleterMsg::Finish(finish, held))
             .is_err()
         {
             tracing::error!(
                 "completer is gone; an outcome was not written (the lease will expire and the task will run again)"
             );
         }
+    }
+
+    pub(crate) fn begin_shutdown(&self) {
+        let _ = self.shutdown_started.set(tokio::time::Instant::now());
+    }
+
+    /// How long ago graceful shutdown began, if it did.
+    pub(crate) fn shutting_down_for(&self) -> Option<Duration> {
+        self.shutdown_started.get().map(|t| t.elapsed())
     }
 
     pub(crate) fn close_completions(&self) {
