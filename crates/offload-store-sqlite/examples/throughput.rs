@@ -2,7 +2,9 @@
 //! which is `offload bench`): bulk insert, a drain through claim + batched
 //! finish, and concurrent single inserts sharing commits.
 //!
-//! Run with: `cargo run --release -p offload-store-sqlite --example throughput [-- full] [-- N]`
+//! Run with: `cargo run --release -p offload-store-sqlite --example throughput [-- full] [-- N] [-- claim=C]`
+//! (`C` tasks per claim, default 100; a worker with concurrency 100 claims
+//! 25–100 at a time.)
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +18,14 @@ use offload_types::NewTask;
 use serde_json::json;
 
 const BATCH: usize = 1000;
+/// Tasks per claim unless `claim=C` says otherwise.
 const CLAIM: u32 = 100;
+
+static CLAIM_SIZE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
+fn claim_size() -> u32 {
+    *CLAIM_SIZE.get().unwrap_or(&CLAIM)
+}
 
 fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
@@ -45,7 +54,7 @@ fn claim_params() -> TaskClaimParams {
     TaskClaimParams {
         queue: "default".into(),
         names: Some(vec!["noop".into()]),
-        limit: CLAIM,
+        limit: claim_size(),
         worker_id: "bench".into(),
         lease: Duration::from_secs(30),
         now: Utc::now(),
@@ -173,6 +182,12 @@ async fn main() {
         Durability::Normal
     };
     let n: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(20_000);
+    if let Some(c) = args
+        .iter()
+        .find_map(|a| a.strip_prefix("claim=")?.parse().ok())
+    {
+        let _ = CLAIM_SIZE.set(c);
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(
         SqliteStore::open(
@@ -203,8 +218,9 @@ async fn main() {
     let after = store.writer_stats();
     report(before, after, done);
     println!(
-        "drain (serial)  {:>9.0} tasks/s (claim {CLAIM} + finish {CLAIM}, {done} tasks)",
-        rate(done, d)
+        "drain (serial)  {:>9.0} tasks/s (claim {c} + finish {c}, {done} tasks)",
+        rate(done, d),
+        c = claim_size()
     );
 
     bulk_insert(&store, n).await;

@@ -1,5 +1,6 @@
 //! How task fields are stored and read back: timestamps as UTC
-//! microseconds, ids and lease tokens as 16-byte blobs, JSON as text.
+//! microseconds, ids as 16-byte blobs, JSON as text, lease tokens as the
+//! row's `rid` and a random 64-bit `lease_token` ([`Lease`]).
 //! [`RawTask`] is a row as SQLite returns it; turning it into a [`Task`]
 //! (JSON parsing) happens on the caller's thread, not the writer's, so the
 //! single writer thread spends its time in SQLite only.
@@ -22,7 +23,46 @@ use crate::error::corrupt;
 pub(crate) const TASK_COLUMNS: &str = "id, name, queue, input, status, output, error, progress, \
      priority, attempt, max_attempts, run_at, timeout_ms, retry, tags, metadata, \
      abort_requested_at, worker_id, lease_token, lease_expires_at, created_at, started_at, \
-     finished_at, updated_at";
+     finished_at, updated_at, rid";
+
+/// The columns a claim reads back (its `RETURNING` list), in the order
+/// [`RawClaimed::from_row`] reads them: what a claimed task's row holds
+/// that the claim did not set itself.
+pub(crate) const CLAIM_COLUMNS: &str = "rid, lease_token, id, name, input, output, error, \
+     priority, attempt, max_attempts, run_at, timeout_ms, retry, tags, metadata, \
+     abort_requested_at, created_at";
+
+/// A lease as the store keeps it: the public [`LeaseToken`] is the task
+/// row's `rid` (8 bytes, big-endian) followed by the attempt's random
+/// `lease_token` (8 bytes). The `rid` half lets heartbeats and finishes
+/// go straight to the row; the fencing check compares the row's id and
+/// token, so a token that does not belong to the task matches nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Lease {
+    pub(crate) id: [u8; 16],
+    pub(crate) rid: i64,
+    pub(crate) token: i64,
+}
+
+impl Lease {
+    /// The stored halves of a lease token.
+    pub(crate) fn new(id: TaskId, token: LeaseToken) -> Self {
+        let (rid, token) = token.0.as_u64_pair();
+        Self {
+            id: *id.as_bytes(),
+            rid: rid.cast_signed(),
+            token: token.cast_signed(),
+        }
+    }
+}
+
+/// The public lease token of a row's `rid` and `lease_token`.
+pub(crate) fn lease_token(rid: i64, token: i64) -> LeaseToken {
+    LeaseToken(Uuid::from_u64_pair(
+        rid.cast_unsigned(),
+        token.cast_unsigned(),
+    ))
+}
 
 /// A time as stored: microseconds since the Unix epoch, UTC.
 pub(crate) fn micros(t: DateTime<Utc>) -> i64 {
@@ -95,12 +135,13 @@ pub(crate) struct RawTask {
     metadata: String,
     abort_requested_at: Option<i64>,
     worker_id: Option<String>,
-    lease_token: Option<[u8; 16]>,
+    lease_token: Option<i64>,
     lease_expires_at: Option<i64>,
     created_at: i64,
     started_at: Option<i64>,
     finished_at: Option<i64>,
     updated_at: i64,
+    rid: i64,
 }
 
 impl RawTask {
@@ -131,6 +172,7 @@ impl RawTask {
             started_at: row.get(21)?,
             finished_at: row.get(22)?,
             updated_at: row.get(23)?,
+            rid: row.get(24)?,
         })
     }
 
@@ -139,19 +181,18 @@ impl RawTask {
         TaskId::from_bytes(self.id)
     }
 
-    /// The claim order: priority (higher first), then `run_at`, then id.
-    pub(crate) fn claim_order(&self) -> (std::cmp::Reverse<i64>, i64, [u8; 16]) {
-        (std::cmp::Reverse(self.priority), self.run_at, self.id)
-    }
-
     /// Parses the row into a [`Task`].
     pub(crate) fn into_task(self) -> Result<Task, StoreError> {
+        let status = status(&self.status)?;
+        // The column keeps the last attempt's worker; the task shows who
+        // holds the lease, so only while running.
+        let worker_id = self.worker_id.filter(|_| status == Status::Running);
         Ok(Task {
             id: TaskId::from_bytes(self.id),
             name: self.name,
             queue: self.queue,
             input: parse_json("input", &self.input)?,
-            status: status(&self.status)?,
+            status,
             output: opt_json("output", self.output.as_deref())?,
             error: opt_json("error", self.error.as_deref())?,
             progress: opt_json("progress", self.progress.as_deref())?,
@@ -167,8 +208,8 @@ impl RawTask {
             tags: parse_json("tags", &self.tags)?,
             metadata: parse_json("metadata", &self.metadata)?,
             abort_requested_at: opt_time(self.abort_requested_at)?,
-            worker_id: self.worker_id,
-            lease_token: self.lease_token.map(|b| LeaseToken(Uuid::from_bytes(b))),
+            worker_id,
+            lease_token: self.lease_token.map(|t| lease_token(self.rid, t)),
             lease_expires_at: opt_time(self.lease_expires_at)?,
             created_at: time(self.created_at)?,
             started_at: opt_time(self.started_at)?,
@@ -181,6 +222,116 @@ impl RawTask {
 /// Parses many rows.
 pub(crate) fn into_tasks(raw: Vec<RawTask>) -> Result<Vec<Task>, StoreError> {
     raw.into_iter().map(RawTask::into_task).collect()
+}
+
+/// A claimed task's row as the claim reads it back ([`CLAIM_COLUMNS`]):
+/// only what the claim did not set itself. The rest (status, queue,
+/// worker, lease expiry, start) is the claim's own arguments, filled in by
+/// [`RawClaimed::into_task`] on the caller's thread.
+#[derive(Debug, Clone)]
+pub(crate) struct RawClaimed {
+    rid: i64,
+    lease_token: i64,
+    id: [u8; 16],
+    name: String,
+    input: String,
+    output: Option<String>,
+    error: Option<String>,
+    priority: i64,
+    attempt: i64,
+    max_attempts: i64,
+    run_at: i64,
+    timeout_ms: Option<i64>,
+    retry: Option<String>,
+    /// `None`: the default, `[]`.
+    tags: Option<String>,
+    /// `None`: the default, `{}`.
+    metadata: Option<String>,
+    abort_requested_at: Option<i64>,
+    created_at: i64,
+}
+
+/// A JSON text column unless it holds `default` (most tasks' tags and
+/// metadata), which is then not copied out of the row.
+fn unless_default(row: &Row<'_>, i: usize, default: &str) -> rusqlite::Result<Option<String>> {
+    match row.get_ref(i)? {
+        rusqlite::types::ValueRef::Text(t) if t == default.as_bytes() => Ok(None),
+        _ => row.get(i).map(Some),
+    }
+}
+
+/// What a claim set on every task it took.
+#[derive(Debug, Clone)]
+pub(crate) struct ClaimedAs {
+    pub(crate) queue: String,
+    pub(crate) worker_id: String,
+    pub(crate) lease_expires_at: i64,
+    pub(crate) now: i64,
+}
+
+impl RawClaimed {
+    /// Reads a row returned with [`CLAIM_COLUMNS`].
+    pub(crate) fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            rid: row.get(0)?,
+            lease_token: row.get(1)?,
+            id: row.get(2)?,
+            name: row.get(3)?,
+            input: row.get(4)?,
+            output: row.get(5)?,
+            error: row.get(6)?,
+            priority: row.get(7)?,
+            attempt: row.get(8)?,
+            max_attempts: row.get(9)?,
+            run_at: row.get(10)?,
+            timeout_ms: row.get(11)?,
+            retry: row.get(12)?,
+            tags: unless_default(row, 13, "[]")?,
+            metadata: unless_default(row, 14, "{}")?,
+            abort_requested_at: row.get(15)?,
+            created_at: row.get(16)?,
+        })
+    }
+
+    /// The claim order: priority (higher first), then `run_at`, then id.
+    pub(crate) fn claim_order(&self) -> (std::cmp::Reverse<i64>, i64, [u8; 16]) {
+        (std::cmp::Reverse(self.priority), self.run_at, self.id)
+    }
+
+    /// Parses the row into the claimed [`Task`].
+    pub(crate) fn into_task(self, set: &ClaimedAs) -> Result<Task, StoreError> {
+        let now = time(set.now)?;
+        Ok(Task {
+            id: TaskId::from_bytes(self.id),
+            name: self.name,
+            queue: set.queue.clone(),
+            input: parse_json("input", &self.input)?,
+            status: Status::Running,
+            output: opt_json("output", self.output.as_deref())?,
+            error: opt_json("error", self.error.as_deref())?,
+            progress: None,
+            priority: small("priority", self.priority)?,
+            attempt: small("attempt", self.attempt)?,
+            max_attempts: small("max_attempts", self.max_attempts)?,
+            run_at: time(self.run_at)?,
+            timeout: self
+                .timeout_ms
+                .map(|ms| small::<u64>("timeout_ms", ms).map(Duration::from_millis))
+                .transpose()?,
+            retry: opt_json("retry", self.retry.as_deref())?,
+            tags: opt_json("tags", self.tags.as_deref())?.unwrap_or_default(),
+            metadata: opt_json("metadata", self.metadata.as_deref())?
+                .unwrap_or_else(|| serde_json::Value::Object(serde_json::Map::new())),
+            abort_requested_at: opt_time(self.abort_requested_at)?,
+            worker_id: Some(set.worker_id.clone()),
+            lease_token: Some(lease_token(self.rid, self.lease_token)),
+            lease_expires_at: Some(time(set.lease_expires_at)?),
+            created_at: time(self.created_at)?,
+            started_at: Some(now),
+            finished_at: None,
+            updated_at: now,
+        })
+    }
 }
 
 /// A `task_attempts` row as SQLite returns it.
@@ -197,6 +348,14 @@ pub(crate) struct RawAttempt {
 /// The `task_attempts` columns [`RawAttempt::from_row`] reads.
 pub(crate) const ATTEMPT_COLUMNS: &str =
     "attempt, worker_id, started_at, finished_at, outcome, error";
+
+/// The last ended attempt a `tasks` row holds (`ended_outcome` not NULL;
+/// see the schema) as the [`ATTEMPT_COLUMNS`] of its history row. An
+/// attempt given back (snoozed, released) did not count: the row's
+/// `attempt` was lowered by one, and the task's error is an earlier
+/// attempt's.
+pub(crate) const ENDED_ATTEMPT_COLUMNS: &str = "attempt + (ended_outcome IN ('snoozed', 'released')), worker_id, started_at, ended_at, \
+     ended_outcome, CASE WHEN ended_outcome IN ('snoozed', 'released') THEN NULL ELSE error END";
 
 impl RawAttempt {
     /// Reads a row selected with [`ATTEMPT_COLUMNS`].

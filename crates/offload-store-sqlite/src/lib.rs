@@ -5,8 +5,8 @@
 //!
 //! - **one writer thread** owns the write connection; callers send commands
 //!   over a channel and the thread runs every command waiting in one
-//!   `BEGIN IMMEDIATE` transaction, each under its own savepoint, with one
-//!   commit for all (group commit);
+//!   `BEGIN IMMEDIATE` transaction (a failing command rolls back only
+//!   itself), with one commit for all (group commit);
 //! - **a pool of read-only connections** serves gets, lists and counts in
 //!   parallel with the writer, and **a checkpoint thread** copies the WAL
 //!   back into the database so the writer's commits do not;

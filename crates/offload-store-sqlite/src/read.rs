@@ -11,7 +11,9 @@ use rusqlite::Connection;
 use rusqlite::types::Value;
 use tokio::sync::Semaphore;
 
-use crate::codec::{ATTEMPT_COLUMNS, RawAttempt, RawTask, TASK_COLUMNS, micros};
+use crate::codec::{
+    ATTEMPT_COLUMNS, ENDED_ATTEMPT_COLUMNS, RawAttempt, RawTask, TASK_COLUMNS, micros,
+};
 use crate::error::map;
 use crate::options::SqliteOptions;
 
@@ -208,6 +210,10 @@ pub(crate) fn count(conn: &Connection, w: &Where) -> StoreResult<Vec<TaskCount>>
 }
 
 /// A task's attempts, oldest first; `None` when the task does not exist.
+///
+/// The written history (`task_attempts`), then what the task row holds
+/// (see the schema): its last ended attempt not yet written out, and its
+/// running attempt. One statement, so all come from one snapshot.
 pub(crate) fn attempts(conn: &Connection, id: [u8; 16]) -> StoreResult<Option<Vec<RawAttempt>>> {
     let exists = conn
         .prepare_cached("SELECT 1 FROM tasks WHERE id = ?1")
@@ -218,7 +224,15 @@ pub(crate) fn attempts(conn: &Connection, id: [u8; 16]) -> StoreResult<Option<Ve
     }
     let mut stmt = conn
         .prepare_cached(&format!(
-            "SELECT {ATTEMPT_COLUMNS} FROM task_attempts WHERE task_id = ?1 ORDER BY id"
+            "SELECT {ATTEMPT_COLUMNS}, seq FROM task_attempts \
+             WHERE task = (SELECT rid FROM tasks WHERE id = ?1) \
+             UNION ALL \
+             SELECT {ENDED_ATTEMPT_COLUMNS}, history FROM tasks \
+             WHERE id = ?1 AND ended_outcome IS NOT NULL \
+             UNION ALL \
+             SELECT attempt, worker_id, started_at, NULL, 'running', NULL, history + 1 FROM tasks \
+             WHERE id = ?1 AND status = 'running' \
+             ORDER BY 7"
         ))
         .map_err(map)?;
     let rows = stmt.query_map([id], RawAttempt::from_row).map_err(map)?;

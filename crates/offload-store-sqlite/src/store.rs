@@ -22,11 +22,11 @@ use offload_types::{
 use rusqlite::types::Value;
 
 use crate::checkpoint::{Checkpointer, FALLBACK_AUTOCHECKPOINT};
-use crate::codec::{NewRow, RawAttempt, after, into_tasks, json, micros, time};
+use crate::codec::{ClaimedAs, Lease, NewRow, RawAttempt, after, into_tasks, json, micros, time};
 use crate::options::{SqliteOptions, parse_url};
 use crate::read::{self, Readers, Where};
 use crate::wake::{Broadcaster, SqliteNotifier, WakeShared};
-use crate::write::{self, ClaimArgs, EndRow, Lease, UpdateArgs};
+use crate::write::{self, ClaimArgs, EndRow, UpdateArgs};
 use crate::writer::{Writer, WriterStats};
 
 /// Rows deleted per purge transaction, so a large purge never holds the
@@ -153,7 +153,7 @@ impl SqliteStore {
         self.inner.writer.stats()
     }
 
-    /// `EXPLAIN QUERY PLAN` of the claim's selection (filtered to `names`
+    /// `EXPLAIN QUERY PLAN` of the claim statement (filtered to `names`
     /// when given), one line per step, for tests that check it uses the
     /// pending index.
     #[doc(hidden)]
@@ -166,15 +166,13 @@ impl SqliteStore {
         self.inner
             .readers
             .run(move |conn| {
-                let select = match &names {
-                    None => write::CLAIM_SELECT_SQL.to_owned(),
-                    Some(names) => write::claim_select_names_sql(names.len()),
-                };
+                let select = write::claim_sql(names.as_ref().map(Vec::len));
                 let mut stmt = conn
                     .prepare(&format!("EXPLAIN QUERY PLAN {select}"))
                     .map_err(crate::error::map)?;
-                let (limit, worker, now) = (100i64, "w".to_owned(), 0i64);
-                let mut values: Vec<&dyn rusqlite::ToSql> = vec![&queue, &limit, &worker, &now];
+                let (limit, worker, expires, now) = (100i64, "w".to_owned(), 0i64, 0i64);
+                let mut values: Vec<&dyn rusqlite::ToSql> =
+                    vec![&queue, &limit, &worker, &expires, &now];
                 if let Some(names) = &names {
                     values.extend(names.iter().map(|n| n as &dyn rusqlite::ToSql));
                 }
@@ -190,17 +188,14 @@ impl SqliteStore {
     async fn write<T, F>(&self, weight: usize, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut crate::writer::WriteCtx<'_>) -> StoreResult<T> + Send + 'static,
+        F: Fn(&mut crate::writer::WriteCtx<'_>) -> StoreResult<T> + Send + 'static,
     {
         self.inner.writer.call(weight, f).await
     }
 }
 
 fn lease(l: &offload_store::LeaseRef) -> Lease {
-    Lease {
-        id: *l.id.as_bytes(),
-        token: *l.lease_token.0.as_bytes(),
-    }
+    Lease::new(l.id, l.lease_token)
 }
 
 /// Most task names one claim may filter on (each is one SQL parameter).
@@ -346,22 +341,25 @@ impl Store for SqliteStore {
 
     async fn task_claim(&self, params: &TaskClaimParams) -> StoreResult<Vec<Task>> {
         let args = ClaimArgs {
-            queue: params.queue.clone(),
             names: params.names.clone(),
             limit: params.limit,
-            worker_id: params.worker_id.clone(),
-            lease_expires_at: after(params.now, params.lease),
-            now: micros(params.now),
+            set: ClaimedAs {
+                queue: params.queue.clone(),
+                worker_id: params.worker_id.clone(),
+                lease_expires_at: after(params.now, params.lease),
+                now: micros(params.now),
+            },
         };
         if params.names.as_ref().is_some_and(Vec::is_empty) {
             return Ok(Vec::new());
         }
         check_names(params.names.as_deref())?;
         let weight = usize::try_from(params.limit).unwrap_or(usize::MAX);
+        let set = args.set.clone();
         let raw = self
             .write(weight, move |ctx| write::claim(ctx, &args))
             .await?;
-        into_tasks(raw)
+        raw.into_iter().map(|t| t.into_task(&set)).collect()
     }
 
     async fn task_count(&self, params: &TaskCountParams) -> StoreResult<Vec<TaskCount>> {

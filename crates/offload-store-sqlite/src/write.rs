@@ -5,6 +5,9 @@
 //! produces, and return rows still unparsed ([`RawTask`]) so JSON parsing
 //! happens off the writer thread.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
@@ -13,7 +16,10 @@ use offload_types::{AttemptOutcome, Status, TaskId};
 use rusqlite::types::Value;
 use rusqlite::{CachedStatement, Connection, OptionalExtension, ToSql};
 
-use crate::codec::{NewRow, RawTask, TASK_COLUMNS, error_record, json, micros};
+use crate::codec::{
+    ATTEMPT_COLUMNS, CLAIM_COLUMNS, ClaimedAs, ENDED_ATTEMPT_COLUMNS, Lease, NewRow, RawClaimed,
+    RawTask, TASK_COLUMNS, error_record, json, micros,
+};
 use crate::error::map;
 use crate::read::Where;
 use crate::writer::WriteCtx;
@@ -27,13 +33,6 @@ fn exec(conn: &Connection, sql: &str, values: &[&dyn ToSql]) -> StoreResult<usiz
     stmt(conn, sql)?.execute(values).map_err(map)
 }
 
-/// Runs a statement returning whole task rows.
-fn query_tasks(conn: &Connection, sql: &str, values: &[&dyn ToSql]) -> StoreResult<Vec<RawTask>> {
-    let mut s = stmt(conn, sql)?;
-    let rows = s.query_map(values, RawTask::from_row).map_err(map)?;
-    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map)
-}
-
 fn query_task(conn: &Connection, sql: &str, values: &[&dyn ToSql]) -> StoreResult<RawTask> {
     let mut s = stmt(conn, sql)?;
     let mut rows = s.query(values).map_err(map)?;
@@ -45,15 +44,28 @@ fn query_task(conn: &Connection, sql: &str, values: &[&dyn ToSql]) -> StoreResul
     }
 }
 
-/// The status (and attempt) of one task, or `None`.
-fn status_of(conn: &Connection, id: [u8; 16]) -> StoreResult<Option<(Status, i64)>> {
-    let row: Option<(String, i64)> = stmt(conn, "SELECT status, attempt FROM tasks WHERE id = ?1")?
-        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()
-        .map_err(map)?;
-    row.map(|(s, attempt)| {
+/// What the write commands check of a task before changing it.
+#[derive(Debug, Clone, Copy)]
+struct Current {
+    status: Status,
+    attempt: i64,
+    rid: i64,
+}
+
+/// The status, attempt and row of one task, or `None`.
+fn status_of(conn: &Connection, id: [u8; 16]) -> StoreResult<Option<Current>> {
+    let row: Option<(String, i64, i64)> =
+        stmt(conn, "SELECT status, attempt, rid FROM tasks WHERE id = ?1")?
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()
+            .map_err(map)?;
+    row.map(|(s, attempt, rid)| {
         s.parse::<Status>()
-            .map(|st| (st, attempt))
+            .map(|status| Current {
+                status,
+                attempt,
+                rid,
+            })
             .map_err(|_| crate::error::corrupt(format!("column status holds {s:?}")))
     })
     .transpose()
@@ -151,7 +163,8 @@ fn insert_chunk(conn: &Connection, chunk: &[NewRow], now: i64) -> StoreResult<()
     }
 }
 
-/// Inserts validated rows, all or nothing (the command's savepoint).
+/// Inserts validated rows, all or nothing (a failing command's writes are
+/// rolled back, see [`crate::writer`]).
 pub(crate) fn insert(ctx: &mut WriteCtx<'_>, rows: &[NewRow], now: i64) -> StoreResult<()> {
     let mut rest = rows;
     for size in INSERT_CHUNKS {
@@ -172,130 +185,183 @@ pub(crate) fn insert(ctx: &mut WriteCtx<'_>, rows: &[NewRow], now: i64) -> Store
 /// A claim, encoded.
 #[derive(Debug, Clone)]
 pub(crate) struct ClaimArgs {
-    pub(crate) queue: String,
     /// Only these names (`None`: any name).
     pub(crate) names: Option<Vec<String>>,
     pub(crate) limit: u32,
-    pub(crate) worker_id: String,
-    pub(crate) lease_expires_at: i64,
-    pub(crate) now: i64,
+    /// What the claim sets on every task it takes (queue, worker, lease
+    /// expiry, start).
+    pub(crate) set: ClaimedAs,
 }
 
 const PROMOTE_SQL: &str = "UPDATE tasks SET status = 'pending', updated_at = ?2 \
      WHERE status = 'scheduled' AND queue = ?1 AND run_at <= ?2";
 
-/// The ready tasks of a claim, in claim order; the query the claim runs
-/// (and the `EXPLAIN QUERY PLAN` test checks).
+/// The last ended attempt a task row holds as its `task_attempts` row
+/// (see [`ENDED_ATTEMPT_COLUMNS`]), in the column order of
+/// [`INSERT_ATTEMPT`].
+static ENDED_ATTEMPT: LazyLock<String> =
+    LazyLock::new(|| format!("rid, history, {ENDED_ATTEMPT_COLUMNS}"));
+
+static INSERT_ATTEMPT: LazyLock<String> =
+    LazyLock::new(|| format!("INSERT INTO task_attempts (task, seq, {ATTEMPT_COLUMNS})"));
+
+/// What a statement that writes out a row's ended attempt sets on it.
+const ENDED_WRITTEN: &str =
+    "history = history + (ended_outcome IS NOT NULL), ended_outcome = NULL, ended_at = NULL";
+
+/// Writes out the ended attempt the task row `rid` holds, if any, before
+/// something overwrites its fields.
+fn write_out_ended(conn: &Connection, rid: i64) -> StoreResult<()> {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "{} SELECT {} FROM tasks WHERE rid = ?1 AND ended_outcome IS NOT NULL",
+            *INSERT_ATTEMPT, *ENDED_ATTEMPT
+        )
+    });
+    if exec(conn, &SQL, &[&rid])? > 0 {
+        exec(
+            conn,
+            &format!("UPDATE tasks SET {ENDED_WRITTEN} WHERE rid = ?1"),
+            &[&rid],
+        )?;
+    }
+    Ok(())
+}
+
+/// The ready tasks of a claim, in claim order: `columns` of up to `?2`
+/// pending tasks of queue `?1`, of the `names` task names bound from
+/// `?first_name` on (`None`: any name), so a worker's claims reuse one
+/// prepared statement. The pending index covers it (see the schema).
 ///
 /// Every `LIMIT` in this crate is written `LIMIT ? + 0`: SQLite's planner
 /// peeks at a plain bound `LIMIT ?` and then re-prepares the statement on
 /// every execution, which costs more than the query itself.
-pub(crate) const CLAIM_SELECT_SQL: &str = "SELECT id, attempt + 1, ?3, randomblob(16), ?4, 'running' FROM tasks \
-     WHERE status = 'pending' AND queue = ?1 \
-     ORDER BY priority DESC, run_at, id LIMIT ?2 + 0";
-
-static CLAIM_OPEN_SQL: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "INSERT INTO task_attempts (task_id, attempt, worker_id, lease_token, started_at, outcome) {CLAIM_SELECT_SQL}"
-    )
-});
-
-/// [`CLAIM_SELECT_SQL`] filtered to `names` task names, bound one
-/// parameter each (`?5..`), so a worker's claims reuse one prepared
-/// statement.
-pub(crate) fn claim_select_names_sql(names: usize) -> String {
-    let marks: Vec<String> = (0..names).map(|i| format!("?{}", 5 + i)).collect();
-    format!(
-        "SELECT id, attempt + 1, ?3, randomblob(16), ?4, 'running' FROM tasks \
-         WHERE status = 'pending' AND queue = ?1 AND name IN ({}) \
-         ORDER BY priority DESC, run_at, id LIMIT ?2 + 0",
-        marks.join(", ")
-    )
-}
-
-fn claim_open_names_sql(names: usize) -> String {
-    format!(
-        "INSERT INTO task_attempts (task_id, attempt, worker_id, lease_token, started_at, outcome) {}",
-        claim_select_names_sql(names)
-    )
-}
-
-static CLAIM_TAKE_SQL: LazyLock<String> = LazyLock::new(|| {
-    let returning = TASK_COLUMNS
-        .split(',')
-        .map(|c| format!("tasks.{}", c.trim()))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "UPDATE tasks SET status = 'running', attempt = a.attempt, worker_id = a.worker_id, \
-         lease_token = a.lease_token, lease_expires_at = ?2, started_at = ?3, updated_at = ?3, \
-         progress = NULL, attempt_id = a.id \
-         FROM (SELECT id, task_id, attempt, worker_id, lease_token FROM task_attempts WHERE id > ?1) AS a \
-         WHERE tasks.id = a.task_id RETURNING {returning}"
-    )
-});
-
-/// Promotes due scheduled tasks, then leases up to `limit` pending ones:
-/// attempt rows are opened first (one `INSERT ... SELECT` through the
-/// pending index), then the tasks are updated from them in one statement.
-pub(crate) fn claim(ctx: &mut WriteCtx<'_>, a: &ClaimArgs) -> StoreResult<Vec<RawTask>> {
-    let conn = ctx.conn;
-    let promoted = exec(conn, PROMOTE_SQL, &[&a.queue, &a.now])?;
-    if a.limit == 0 {
-        if promoted > 0 {
-            ctx.notes.available(&a.queue);
-        }
-        return Ok(Vec::new());
-    }
-    let mark: i64 = stmt(conn, "SELECT coalesce(max(id), 0) FROM task_attempts")?
-        .query_row([], |r| r.get(0))
-        .map_err(map)?;
-    let limit = i64::from(a.limit);
-    let opened = match &a.names {
-        None => exec(
-            conn,
-            &CLAIM_OPEN_SQL,
-            &[&a.queue, &limit, &a.worker_id, &a.now],
-        )?,
-        Some(names) => {
-            let mut values: Vec<&dyn ToSql> = vec![&a.queue, &limit, &a.worker_id, &a.now];
-            values.extend(names.iter().map(|n| n as &dyn ToSql));
-            exec(conn, &claim_open_names_sql(names.len()), &values)?
+fn claim_select_sql(columns: &str, names: Option<usize>, first_name: usize) -> String {
+    let names = match names {
+        None => String::new(),
+        Some(n) => {
+            let marks: Vec<String> = (0..n).map(|i| format!("?{}", first_name + i)).collect();
+            format!(" AND name IN ({})", marks.join(", "))
         }
     };
-    if opened == 0 {
+    format!(
+        "SELECT {columns} FROM tasks WHERE status = 'pending' AND queue = ?1{names} \
+         ORDER BY priority DESC, run_at, id LIMIT ?2 + 0"
+    )
+}
+
+/// The claim, step 1: writes out the ended attempts the selected tasks
+/// hold (retries; a first attempt has none, and then this only reads the
+/// index). `?1` queue, `?2` limit, `?3..` names.
+fn claim_write_out_sql(names: Option<usize>) -> String {
+    format!(
+        "{} SELECT {} FROM tasks WHERE rid IN (SELECT rid FROM ({}) WHERE ended IS NOT NULL)",
+        *INSERT_ATTEMPT,
+        *ENDED_ATTEMPT,
+        claim_select_sql("rid, ended_outcome AS ended", names, 3)
+    )
+}
+
+/// The claim, step 2: one statement that leases the same selection
+/// (`?3` worker, `?4` lease expiry, `?5` now, `?6..` names) and returns
+/// what the caller needs of the tasks ([`CLAIM_COLUMNS`]). Each attempt's
+/// lease token is a fresh `random()`; the running attempt needs no row of
+/// its own (see the schema).
+pub(crate) fn claim_sql(names: Option<usize>) -> String {
+    format!(
+        "UPDATE tasks SET status = 'running', attempt = attempt + 1, worker_id = ?3, \
+         lease_token = random(), lease_expires_at = ?4, started_at = ?5, updated_at = ?5, \
+         progress = NULL, {ENDED_WRITTEN} \
+         WHERE rid IN ({}) RETURNING {CLAIM_COLUMNS}",
+        claim_select_sql("rid", names, 6)
+    )
+}
+
+/// The two statements of a claim: writing out ended attempts, taking the
+/// tasks.
+struct ClaimStatements {
+    write_out: String,
+    take: String,
+}
+
+/// The claim statements for `names` task names, built once per name count
+/// on the writer thread (the text is also the statement cache's key).
+fn claim_statements(names: Option<usize>) -> Rc<ClaimStatements> {
+    thread_local! {
+        static BUILT: RefCell<HashMap<Option<usize>, Rc<ClaimStatements>>> =
+            RefCell::new(HashMap::new());
+    }
+    BUILT.with(|built| {
+        built
+            .borrow_mut()
+            .entry(names)
+            .or_insert_with(|| {
+                Rc::new(ClaimStatements {
+                    write_out: claim_write_out_sql(names),
+                    take: claim_sql(names),
+                })
+            })
+            .clone()
+    })
+}
+
+/// Promotes due scheduled tasks, then leases up to `limit` pending ones.
+/// Both claim statements select the same tasks: the selection is fully
+/// ordered (the id breaks ties) and nothing else changes `tasks` between
+/// them.
+pub(crate) fn claim(ctx: &mut WriteCtx<'_>, a: &ClaimArgs) -> StoreResult<Vec<RawClaimed>> {
+    let conn = ctx.conn;
+    let set = &a.set;
+    let promoted = exec(conn, PROMOTE_SQL, &[&set.queue, &set.now])?;
+    if a.limit == 0 {
+        if promoted > 0 {
+            ctx.notes.available(&set.queue);
+        }
         return Ok(Vec::new());
     }
-    let mut tasks = query_tasks(conn, &CLAIM_TAKE_SQL, &[&mark, &a.lease_expires_at, &a.now])?;
-    tasks.sort_by_key(RawTask::claim_order);
+    let limit = i64::from(a.limit);
+    let names: &[String] = a.names.as_deref().unwrap_or_default();
+    let statements = claim_statements(a.names.as_ref().map(Vec::len));
+    let (write_out_sql, take_sql) = (&statements.write_out, &statements.take);
+    let mut values: Vec<&dyn ToSql> = Vec::with_capacity(5 + names.len());
+    values.extend([&set.queue as &dyn ToSql, &limit]);
+    values.extend(names.iter().map(|n| n as &dyn ToSql));
+    exec(conn, write_out_sql, &values)?;
+    values.truncate(2);
+    values.extend([
+        &set.worker_id as &dyn ToSql,
+        &set.lease_expires_at,
+        &set.now,
+    ]);
+    values.extend(names.iter().map(|n| n as &dyn ToSql));
+    let mut tasks = {
+        let mut s = stmt(conn, take_sql)?;
+        let rows = s
+            .query_map(values.as_slice(), RawClaimed::from_row)
+            .map_err(map)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map)?
+    };
+    tasks.sort_unstable_by_key(RawClaimed::claim_order);
     // More became due than this claim took: wake the other claimers.
     if promoted > 0 && tasks.len() >= a.limit as usize {
-        ctx.notes.available(&a.queue);
+        ctx.notes.available(&set.queue);
     }
     Ok(tasks)
 }
 
 // ---------------------------------------------------------------- leases
 
-/// One lease, encoded.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Lease {
-    pub(crate) id: [u8; 16],
-    pub(crate) token: [u8; 16],
-}
-
-/// Finds a live lease: the task's rowid and whether an abort was asked.
+/// Finds a live lease: whether an abort was asked. The lease's `rid` takes
+/// it straight to the row; the row's id and token must match too.
 /// (Hot per-row statements avoid `RETURNING`, which makes SQLite build a
 /// temporary table for every execution.)
-const LIVE_LEASE_SQL: &str = "SELECT rowid, abort_requested_at IS NOT NULL FROM tasks \
-     WHERE id = ?1 AND status = 'running' AND lease_token = ?2";
+const LIVE_LEASE_SQL: &str = "SELECT abort_requested_at IS NOT NULL FROM tasks \
+     WHERE rid = ?1 AND id = ?2 AND lease_token = ?3 AND status = 'running'";
 
-fn live_lease(s: &mut CachedStatement<'_>, l: &Lease) -> StoreResult<Option<(i64, bool)>> {
-    s.query_row(rusqlite::params![l.id, l.token], |r| {
-        Ok((r.get(0)?, r.get(1)?))
-    })
-    .optional()
-    .map_err(map)
+fn live_lease(s: &mut CachedStatement<'_>, l: &Lease) -> StoreResult<Option<bool>> {
+    s.query_row(rusqlite::params![l.rid, l.id, l.token], |r| r.get(0))
+        .optional()
+        .map_err(map)
 }
 
 /// Renews leases; per lease `Some(abort_requested)` when live.
@@ -307,17 +373,17 @@ pub(crate) fn heartbeat(
     let mut find = stmt(ctx.conn, LIVE_LEASE_SQL)?;
     let mut renew = stmt(
         ctx.conn,
-        "UPDATE tasks SET lease_expires_at = ?2 WHERE rowid = ?1",
+        "UPDATE tasks SET lease_expires_at = ?2 WHERE rid = ?1",
     )?;
     let mut out = Vec::with_capacity(leases.len());
     for l in leases {
         let live = live_lease(&mut find, l)?;
-        if let Some((rowid, _)) = live {
+        if live.is_some() {
             renew
-                .execute(rusqlite::params![rowid, expires_at])
+                .execute(rusqlite::params![l.rid, expires_at])
                 .map_err(map)?;
         }
-        out.push(live.map(|(_, abort)| abort));
+        out.push(live);
     }
     Ok(out)
 }
@@ -332,18 +398,18 @@ pub(crate) fn progress(
     let mut find = stmt(ctx.conn, LIVE_LEASE_SQL)?;
     let mut write = stmt(
         ctx.conn,
-        "UPDATE tasks SET progress = ?2, updated_at = ?3 WHERE rowid = ?1",
+        "UPDATE tasks SET progress = ?2, updated_at = ?3 WHERE rid = ?1",
     )?;
     let mut out = Vec::with_capacity(updates.len());
     for (l, p) in updates {
         let live = live_lease(&mut find, l)?;
-        if let Some((rowid, _)) = live {
+        if live.is_some() {
             write
-                .execute(rusqlite::params![rowid, p, now])
+                .execute(rusqlite::params![l.rid, p, now])
                 .map_err(map)?;
             ctx.notes.changed(TaskId::from_bytes(l.id));
         }
-        out.push(live.map(|(_, abort)| abort));
+        out.push(live);
     }
     Ok(out)
 }
@@ -366,24 +432,21 @@ pub(crate) struct EndRow {
     pub(crate) outcome: AttemptOutcome,
 }
 
-/// Finds the live attempt to end: the task's rowid, its attempt row, and
-/// its queue when `?3` (it goes back to waiting).
-const END_FIND_SQL: &str = "SELECT rowid, attempt_id, CASE WHEN ?3 THEN queue END FROM tasks \
-     WHERE id = ?1 AND status = 'running' AND lease_token = ?2";
+/// Ends a live attempt (`?1` rid, `?2` id, `?3` token: the fencing check)
+/// in one statement: the task's new state, the lease cleared, and the
+/// attempt's end kept in the row (`ended_at`, `ended_outcome`) instead of
+/// a `task_attempts` row (see the schema). The claim that started the
+/// attempt wrote out any earlier ended attempt, so the row holds none.
+const END_SQL: &str = "UPDATE tasks SET status = ?4, output = coalesce(?5, output), \
+     error = CASE WHEN ?6 THEN ?7 ELSE error END, run_at = coalesce(?8, run_at), \
+     attempt = attempt - ?9, finished_at = ?10, lease_token = NULL, lease_expires_at = NULL, \
+     updated_at = ?11, ended_at = ?11, ended_outcome = ?12 \
+     WHERE rid = ?1 AND id = ?2 AND lease_token = ?3 AND status = 'running'";
 
-const END_SQL: &str = "UPDATE tasks SET status = ?2, output = coalesce(?3, output), \
-     error = CASE WHEN ?4 THEN ?5 ELSE error END, run_at = coalesce(?6, run_at), \
-     attempt = attempt - ?7, finished_at = ?8, worker_id = NULL, lease_token = NULL, \
-     lease_expires_at = NULL, updated_at = ?9 WHERE rowid = ?1";
-
-const CLOSE_ATTEMPT_SQL: &str =
-    "UPDATE task_attempts SET finished_at = ?2, outcome = ?3, error = ?4 WHERE id = ?1";
-
-/// Ends attempts, with the statements prepared once per batch.
+/// Ends attempts, with the statement prepared once per batch.
 struct Ender<'c> {
-    find: CachedStatement<'c>,
+    conn: &'c Connection,
     end: CachedStatement<'c>,
-    close: CachedStatement<'c>,
 }
 
 /// What [`Ender::end`] reports for an accepted item.
@@ -395,9 +458,8 @@ struct Ended {
 impl<'c> Ender<'c> {
     fn new(conn: &'c Connection) -> StoreResult<Self> {
         Ok(Self {
-            find: stmt(conn, END_FIND_SQL)?,
+            conn,
             end: stmt(conn, END_SQL)?,
-            close: stmt(conn, CLOSE_ATTEMPT_SQL)?,
         })
     }
 
@@ -405,21 +467,14 @@ impl<'c> Ender<'c> {
     fn end(&mut self, e: &EndRow, now: i64) -> StoreResult<Option<Ended>> {
         let id = TaskId::from_bytes(e.lease.id);
         check(id, Status::Running, e.status)?;
+        let l = &e.lease;
         let terminal = e.status.is_terminal();
-        let found: Option<(i64, Option<i64>, Option<String>)> = self
-            .find
-            .query_row(
-                rusqlite::params![e.lease.id, e.lease.token, !terminal],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()
-            .map_err(map)?;
-        let Some((rowid, attempt_id, queue)) = found else {
-            return Ok(None);
-        };
-        self.end
+        let ended = self
+            .end
             .execute(rusqlite::params![
-                rowid,
+                l.rid,
+                l.id,
+                l.token,
                 e.status.as_str(),
                 e.output,
                 e.set_error,
@@ -427,24 +482,22 @@ impl<'c> Ender<'c> {
                 e.run_at,
                 i64::from(e.uncount),
                 terminal.then_some(now),
-                now
+                now,
+                e.outcome.as_str(),
             ])
             .map_err(map)?;
-        if let Some(attempt_id) = attempt_id {
-            let attempt_error = if e.set_error {
-                e.error.as_deref()
-            } else {
-                None
-            };
-            self.close
-                .execute(rusqlite::params![
-                    attempt_id,
-                    now,
-                    e.outcome.as_str(),
-                    attempt_error
-                ])
-                .map_err(map)?;
+        if ended == 0 {
+            return Ok(None);
         }
+        let queue = if terminal {
+            None
+        } else {
+            Some(
+                stmt(self.conn, "SELECT queue FROM tasks WHERE rid = ?1")?
+                    .query_row([l.rid], |r| r.get(0))
+                    .map_err(map)?,
+            )
+        };
         Ok(Some(Ended { queue }))
     }
 }
@@ -468,7 +521,7 @@ pub(crate) fn finish(
                 }
                 out.push(Ok(item.status));
             }
-            None => out.push(Err(status_of(ctx.conn, item.lease.id)?.map(|(s, _)| s))),
+            None => out.push(Err(status_of(ctx.conn, item.lease.id)?.map(|c| c.status))),
         }
     }
     Ok(out)
@@ -481,24 +534,31 @@ pub(crate) fn rescue(
     limit: u32,
 ) -> StoreResult<Vec<(TaskId, Status)>> {
     let now_us = micros(now);
-    type Expired = ([u8; 16], [u8; 16], i64, i64, bool);
+    type Expired = (i64, [u8; 16], i64, i64, i64, bool);
     let expired: Vec<Expired> = {
         let mut s = stmt(
             ctx.conn,
-            "SELECT id, lease_token, attempt, max_attempts, abort_requested_at IS NOT NULL \
+            "SELECT rid, id, lease_token, attempt, max_attempts, abort_requested_at IS NOT NULL \
              FROM tasks WHERE status = 'running' AND lease_expires_at < ?1 \
              ORDER BY lease_expires_at LIMIT ?2 + 0",
         )?;
         let rows = s
             .query_map(rusqlite::params![now_us, i64::from(limit)], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
             })
             .map_err(map)?;
         rows.collect::<rusqlite::Result<_>>().map_err(map)?
     };
     let mut out = Vec::with_capacity(expired.len());
     let mut ender = Ender::new(ctx.conn)?;
-    for (id, token, attempt, max_attempts, abort_requested) in expired {
+    for (rid, id, token, attempt, max_attempts, abort_requested) in expired {
         let (status, record) = if abort_requested {
             (
                 Status::Aborted,
@@ -531,7 +591,7 @@ pub(crate) fn rescue(
             )
         };
         let end = EndRow {
-            lease: Lease { id, token },
+            lease: Lease { id, rid, token },
             status,
             output: None,
             set_error: true,
@@ -558,7 +618,7 @@ fn returning(sql: &str) -> String {
     format!("{sql} RETURNING {TASK_COLUMNS}")
 }
 
-fn existing(conn: &Connection, id: TaskId) -> StoreResult<(Status, i64)> {
+fn existing(conn: &Connection, id: TaskId) -> StoreResult<Current> {
     status_of(conn, *id.as_bytes())?.ok_or(StoreError::NotFound(id))
 }
 
@@ -570,7 +630,11 @@ pub(crate) fn abort(
     now: DateTime<Utc>,
 ) -> StoreResult<RawTask> {
     let conn = ctx.conn;
-    let (status, attempt) = existing(conn, id)?;
+    let Current {
+        status,
+        attempt,
+        rid,
+    } = existing(conn, id)?;
     check(id, status, Status::Aborted)?;
     let now_us = micros(now);
     let key = *id.as_bytes();
@@ -587,6 +651,9 @@ pub(crate) fn abort(
         ctx.notes.changed(id);
         return Ok(task);
     }
+    // The task's error is about to change: the ended attempt the row may
+    // hold still needs it.
+    write_out_ended(conn, rid)?;
     let message = reason.unwrap_or("aborted on request");
     let record = json(&error_record("aborted", message, attempt, now))?;
     let task = query_task(
@@ -604,7 +671,7 @@ pub(crate) fn abort(
 /// Runs a failed or aborted task again.
 pub(crate) fn retry(ctx: &mut WriteCtx<'_>, id: TaskId, now: i64) -> StoreResult<RawTask> {
     let conn = ctx.conn;
-    let (status, _) = existing(conn, id)?;
+    let status = existing(conn, id)?.status;
     if !matches!(status, Status::Failed | Status::Aborted) {
         return Err(StoreError::InvalidTransition {
             id,
@@ -647,7 +714,7 @@ pub(crate) struct UpdateArgs {
 /// Changes a task that has not started.
 pub(crate) fn update(ctx: &mut WriteCtx<'_>, a: &UpdateArgs) -> StoreResult<RawTask> {
     let conn = ctx.conn;
-    let (status, _) = existing(conn, a.id)?;
+    let status = existing(conn, a.id)?.status;
     if !status.is_waiting() {
         return Err(StoreError::Conflict(format!(
             "task {} is {status}; only scheduled, blocked or pending tasks can be updated",
@@ -686,49 +753,50 @@ pub(crate) fn update(ctx: &mut WriteCtx<'_>, a: &UpdateArgs) -> StoreResult<RawT
     Ok(task)
 }
 
-fn delete_rows(conn: &Connection, id: [u8; 16]) -> StoreResult<()> {
-    exec(conn, "DELETE FROM task_attempts WHERE task_id = ?1", &[&id])?;
-    exec(conn, "DELETE FROM tasks WHERE id = ?1", &[&id])?;
+/// Deletes the task of row `rid` with its history.
+fn delete_rows(conn: &Connection, rid: i64) -> StoreResult<()> {
+    exec(conn, "DELETE FROM task_attempts WHERE task = ?1", &[&rid])?;
+    exec(conn, "DELETE FROM tasks WHERE rid = ?1", &[&rid])?;
     Ok(())
 }
 
 /// Deletes one task that is not running, with its history.
 pub(crate) fn delete(ctx: &mut WriteCtx<'_>, id: TaskId) -> StoreResult<()> {
-    let (status, _) = existing(ctx.conn, id)?;
+    let Current { status, rid, .. } = existing(ctx.conn, id)?;
     if status == Status::Running {
         return Err(StoreError::Conflict(format!(
             "task {id} is running; abort it first"
         )));
     }
-    delete_rows(ctx.conn, *id.as_bytes())?;
+    delete_rows(ctx.conn, rid)?;
     ctx.notes.changed(id);
     Ok(())
 }
 
 /// Deletes up to `limit` terminal tasks matching `w`; returns how many.
 pub(crate) fn purge_batch(ctx: &mut WriteCtx<'_>, w: &Where, limit: u32) -> StoreResult<u64> {
-    let sql = format!("SELECT id FROM tasks{} LIMIT ? + 0", w.sql());
-    let ids: Vec<[u8; 16]> = {
+    let sql = format!("SELECT rid, id FROM tasks{} LIMIT ? + 0", w.sql());
+    let rows: Vec<(i64, [u8; 16])> = {
         let mut s = stmt(ctx.conn, &sql)?;
         let rows = s
             .query_map(
                 rusqlite::params_from_iter(w.params(&[Value::Integer(i64::from(limit))])),
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .map_err(map)?;
         rows.collect::<rusqlite::Result<_>>().map_err(map)?
     };
-    for id in &ids {
-        delete_rows(ctx.conn, *id)?;
+    for (rid, _) in &rows {
+        delete_rows(ctx.conn, *rid)?;
     }
-    if ids.len() > 128 {
+    if rows.len() > 128 {
         ctx.notes.changed_all();
     } else {
-        for id in &ids {
+        for (_, id) in &rows {
             ctx.notes.changed(TaskId::from_bytes(*id));
         }
     }
-    Ok(ids.len() as u64)
+    Ok(rows.len() as u64)
 }
 
 // ---------------------------------------------------------------- leader
@@ -759,4 +827,26 @@ pub(crate) fn leader_resign(ctx: &mut WriteCtx<'_>, name: &str, holder: &str) ->
         &[&name, &holder],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sql_names_the_outcomes_of_attempts_given_back() {
+        for outcome in [AttemptOutcome::Snoozed, AttemptOutcome::Released] {
+            let quoted = format!("'{}'", outcome.as_str());
+            assert!(ENDED_ATTEMPT_COLUMNS.contains(&quoted), "{quoted}");
+        }
+    }
+
+    #[test]
+    fn claim_statements_bind_names_after_their_own_parameters() {
+        let write_out = claim_write_out_sql(Some(2));
+        assert!(write_out.contains("name IN (?3, ?4)"), "{write_out}");
+        let take = claim_sql(Some(2));
+        assert!(take.contains("name IN (?6, ?7)"), "{take}");
+        assert!(!claim_sql(None).contains("name IN"));
+    }
 }
