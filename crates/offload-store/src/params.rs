@@ -326,3 +326,47 @@ pub struct LeaderResignParams {
     /// Who resigns; nothing happens if someone else leads.
     pub holder: String,
 }
+
+/// Read tasks with their whole history, in id order (oldest first), one
+/// page at a time: what `offload store copy` reads from the source.
+#[derive(Debug, Clone, Default)]
+pub struct TaskExportParams {
+    /// Only tasks whose id is greater than this (the last id of the previous page).
+    pub after: Option<TaskId>,
+    /// At most this many tasks (1 to 10,000).
+    pub limit: u32,
+}
+
+/// One task as a store holds it, with every attempt of its history
+/// (oldest first; a running task's current attempt last, with outcome
+/// `running`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRecord {
+    /// The task, every field as stored (a running task carries its lease token).
+    pub task: Task,
+    /// Its attempts, oldest first.
+    pub attempts: Vec<offload_types::Attempt>,
+}
+
+/// Write tasks exactly as given (ids, statuses, history and timestamps
+/// kept): what `offload store copy` writes to the destination. A task
+/// whose id exists already is skipped and left unchanged, so a copy can be
+/// run again without doubling anything. All-or-nothing per call.
+#[derive(Debug, Clone, Default)]
+pub struct TaskImportParams {
+    /// The tasks. A running task keeps its lease expiry and gets a fresh
+    /// lease token (its old holder cannot reach this store).
+    pub records: Vec<TaskRecord>,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TaskImportResult {
+    /// Tasks written.
+    pub inserted: u64,
+    /// Tasks skipped because a task with the same id exists.
+    pub skipped: u64,
+}
+
+/// Largest page [`TaskExportParams::limit`] allows.
+pub const MAX_EXPORT_PAGE: u32 = 10_000;

@@ -34,6 +34,10 @@ pub trait Store: Send + Sync + 'static {
     /// A short description for logs and `--version` output, e.g. `sqlite:offload.db`.
     fn describe(&self) -> String;
 
+    /// The concrete store, so code that knows the backend (e.g. enqueueing
+    /// inside an application's PostgreSQL transaction) can reach it.
+    fn as_any(&self) -> &dyn std::any::Any;
+
     // ------------------------------------------------------------ leader
 
     /// Tries to become, or stay, the leader for `params.name`. True if the
@@ -96,6 +100,14 @@ pub trait Store: Send + Sync + 'static {
     /// of attempts).
     async fn task_rescue_expired(&self, params: &TaskRescueParams)
     -> StoreResult<Vec<RescuedTask>>;
+
+    /// One page of tasks with their history, in id order, for copying a
+    /// store (see [`TaskExportParams`]).
+    async fn task_export(&self, params: &TaskExportParams) -> StoreResult<Vec<TaskRecord>>;
+
+    /// Writes exported tasks as they are, skipping ids that exist (see
+    /// [`TaskImportParams`]).
+    async fn task_import(&self, params: &TaskImportParams) -> StoreResult<TaskImportResult>;
 
     /// Runs a `failed` or `aborted` task again.
     async fn task_retry(&self, params: &TaskRetryParams) -> StoreResult<Task>;

@@ -1,0 +1,760 @@
+//! The worker's hot path: insert, claim, heartbeat, progress, finish and
+//! rescue. Each is one statement (one round-trip, one commit) whatever the
+//! batch size: batches bind one array per column and `unnest` them, and
+//! the `pg_notify` that wakes other processes rides in the same statement,
+//! so it is delivered exactly when the change commits.
+
+use sqlx::AssertSqlSafe;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use offload_store::{
+    FinishOutcome, FinishResult, LeaseState, Notification, RescuedTask, StoreError, StoreResult,
+    TaskClaimParams, TaskFinishParams, TaskHeartbeatParams, TaskProgressParams, TaskRescueParams,
+};
+use offload_types::{
+    AttemptOutcome, NewTask, Status, Task, TaskErrorRecord, TaskId, ValidationError,
+};
+use serde_json::Value;
+use sqlx::{Executor, PgConnection, Postgres, Row};
+use uuid::Uuid;
+
+use crate::PgStore;
+use crate::codec::{self, NewRows, after, error_record, json, task_columns, uuid};
+use crate::error::{map, sqlstate};
+use crate::notify::{MAX_IDS, Payload};
+
+/// Most task names one claim may filter on.
+const MAX_CLAIM_NAMES: usize = 1000;
+
+/// The hot statements of one schema, built once per store.
+#[derive(Debug)]
+pub(crate) struct Statements {
+    insert: Arc<str>,
+    claim_any: Arc<str>,
+    claim_named: Arc<str>,
+    heartbeat: Arc<str>,
+    progress: Arc<str>,
+    finish: Arc<str>,
+}
+
+impl Statements {
+    pub(crate) fn new(q: &str) -> Self {
+        Self {
+            insert: Arc::from(format!(
+                "WITH ins AS (INSERT INTO {q}.tasks (id, name, queue, input, status, priority, \
+                 max_attempts, run_at, timeout_ms, retry, tags, metadata, created_at, updated_at) \
+                 SELECT u.*, $13, $13 FROM unnest($1::uuid[], $2::text[], $3::text[], \
+                 $4::jsonb[], $5::text[], $6::int4[], $7::int4[], $8::timestamptz[], $9::int8[], \
+                 $10::jsonb[], $11::jsonb[], $12::jsonb[]) AS u) \
+                 SELECT pg_notify($14, $15)"
+            )),
+            claim_any: claim_sql(q, false).into(),
+            claim_named: claim_sql(q, true).into(),
+            heartbeat: Arc::from(format!(
+                "UPDATE {q}.tasks t SET lease_expires_at = $3 \
+                 FROM unnest($1::uuid[], $2::uuid[]) AS u(id, token) \
+                 WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running' \
+                 RETURNING t.id, t.abort_requested_at IS NOT NULL"
+            )),
+            progress: Arc::from(format!(
+                "WITH up AS (UPDATE {q}.tasks t SET progress = u.progress, updated_at = $4 \
+                 FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[]) AS u(id, token, progress) \
+                 WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running' \
+                 RETURNING t.id, t.abort_requested_at IS NOT NULL AS abort) \
+                 SELECT id, abort, (SELECT pg_notify($5, $6)) IS NULL FROM up"
+            )),
+            finish: finish_sql(q).into(),
+        }
+    }
+}
+
+/// The claim: up to `$2` ready tasks of queue `$1` (pending ones, and
+/// scheduled ones whose `run_at` has come, which go straight to running),
+/// in priority order, skipping rows other claimers hold; each gets a fresh
+/// lease token. `$3` worker, `$4` lease expiry, `$5` now, `$6` names.
+fn claim_sql(q: &str, named: bool) -> String {
+    let names = if named { " AND name = ANY($6)" } else { "" };
+    let cols = task_columns("t");
+    format!(
+        "WITH ready AS (SELECT id, priority, run_at FROM {q}.tasks \
+         WHERE status = 'pending' AND queue = $1{names} \
+         ORDER BY priority DESC, run_at, id LIMIT $2 FOR UPDATE SKIP LOCKED), \
+         due AS (SELECT id, priority, run_at FROM {q}.tasks \
+         WHERE status = 'scheduled' AND queue = $1 AND run_at <= $5{names} \
+         ORDER BY priority DESC, run_at, id LIMIT $2 FOR UPDATE SKIP LOCKED), \
+         picked AS (SELECT id FROM (SELECT * FROM ready UNION ALL SELECT * FROM due) c \
+         ORDER BY priority DESC, run_at, id LIMIT $2) \
+         UPDATE {q}.tasks t SET status = 'running', attempt = t.attempt + 1, worker_id = $3, \
+         lease_token = gen_random_uuid(), lease_expires_at = $4, started_at = $5, \
+         updated_at = $5, progress = NULL \
+         FROM picked WHERE t.id = picked.id RETURNING {cols}"
+    )
+}
+
+/// Ends attempts of live leases: the task's new state, the lease cleared,
+/// and one `task_attempts` row per attempt, in one statement; then one
+/// notification naming the tasks (and the queues of those that wait
+/// again). Returns the accepted tasks with their new status.
+fn finish_sql(q: &str) -> String {
+    format!(
+        "WITH u AS (SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], \
+         $5::bool[], $6::jsonb[], $7::timestamptz[], $8::int4[], $9::text[]) \
+         AS u(id, token, status, output, set_error, error, run_at, uncount, outcome)), \
+         ended AS (UPDATE {q}.tasks t SET status = u.status, output = coalesce(u.output, t.output), \
+         error = CASE WHEN u.set_error THEN u.error ELSE t.error END, \
+         run_at = coalesce(u.run_at, t.run_at), attempt = t.attempt - u.uncount, \
+         finished_at = CASE WHEN u.status IN ('success', 'failed', 'aborted') THEN $10 END, \
+         lease_token = NULL, lease_expires_at = NULL, updated_at = $10, history = t.history + 1 \
+         FROM u WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running' \
+         RETURNING t.id, t.queue, t.status, t.history - 1 AS seq, t.attempt + u.uncount AS attempt, \
+         t.worker_id, t.started_at, u.outcome, CASE WHEN u.set_error THEN u.error END AS error), \
+         hist AS (INSERT INTO {q}.task_attempts \
+         (task_id, seq, attempt, worker_id, started_at, finished_at, outcome, error) \
+         SELECT id, seq, attempt, coalesce(worker_id, ''), coalesce(started_at, $10), $10, \
+         outcome, error FROM ended) \
+         SELECT e.id, e.status, (SELECT pg_notify($11, $12 || E'\\nc|' || \
+         CASE WHEN count(*) > {MAX_IDS} THEN '*' ELSE string_agg(id::text, ',') END || \
+         CASE WHEN count(*) FILTER (WHERE status IN ('pending', 'scheduled')) = 0 THEN '' \
+         WHEN count(DISTINCT queue) FILTER (WHERE status IN ('pending', 'scheduled')) > 20 \
+         THEN E'\\na|*' \
+         ELSE E'\\n' || string_agg(DISTINCT 'a|' || queue, E'\\n') \
+         FILTER (WHERE status IN ('pending', 'scheduled')) END) FROM ended) IS NULL \
+         FROM ended e"
+    )
+}
+
+// ---------------------------------------------------------------- insert
+
+/// Inserts tasks in one statement, all or nothing. `local`: deliver the
+/// wake-up to this process's subscribers now (the statement commits on
+/// its own); otherwise the caller's transaction commits later and this
+/// process's listener delivers it then.
+pub(crate) async fn insert(
+    store: &PgStore,
+    conn: &mut PgConnection,
+    tasks: &[NewTask],
+    now: DateTime<Utc>,
+    local: bool,
+) -> StoreResult<Vec<TaskId>> {
+    if tasks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let many = tasks.len() > 1;
+    let mut rows = NewRows::default();
+    for (i, task) in tasks.iter().enumerate() {
+        rows.push(task, now).map_err(|e| match e {
+            StoreError::Invalid(v) if many => StoreError::Invalid(ValidationError::new(
+                v.field,
+                format!("{} (task {i} of the batch; nothing was inserted)", v.message),
+            )),
+            other => other,
+        })?;
+    }
+    let ids: Vec<TaskId> = tasks.iter().map(|t| t.id).collect();
+    if many {
+        let mut seen = HashSet::with_capacity(ids.len());
+        if let Some(dup) = ids.iter().find(|id| !seen.insert(**id)) {
+            return Err(StoreError::Conflict(format!(
+                "task id {dup} appears twice in the batch; nothing was inserted"
+            )));
+        }
+    }
+    let mut payload = Payload::default();
+    for queue in &rows.queues {
+        payload.available(queue);
+    }
+    let text = if local {
+        store.payload(&payload)
+    } else {
+        format!("-\n{}", payload.body())
+    };
+    debug_assert_eq!(rows.len(), ids.len());
+    let result = sqlx::query(AssertSqlSafe(store.inner.sql.insert.clone()))
+        .bind(&rows.ids)
+        .bind(&rows.names)
+        .bind(&rows.queues)
+        .bind(&rows.inputs)
+        .bind(&rows.statuses)
+        .bind(&rows.priorities)
+        .bind(&rows.max_attempts)
+        .bind(&rows.run_ats)
+        .bind(&rows.timeouts)
+        .bind(&rows.retries)
+        .bind(&rows.tags)
+        .bind(&rows.metadata)
+        .bind(now)
+        .bind(&store.inner.channel)
+        .bind(&text)
+        .execute(&mut *conn)
+        .await;
+    if let Err(e) = result {
+        return Err(insert_error(e));
+    }
+    if local {
+        let mut queues: Vec<&String> = rows.queues.iter().collect();
+        queues.dedup();
+        let mut seen = HashSet::new();
+        store.local(
+            rows.queues
+                .iter()
+                .filter(|q| seen.insert(q.as_str()))
+                .map(|q| Notification::Available {
+                    queue: Some(q.clone()),
+                }),
+        );
+    }
+    Ok(ids)
+}
+
+/// Maps an insert's error: an existing id is a conflict naming it, text
+/// PostgreSQL cannot store is invalid input.
+fn insert_error(e: sqlx::Error) -> StoreError {
+    match sqlstate(&e).as_deref() {
+        Some("23505") => {
+            let detail = match &e {
+                sqlx::Error::Database(db) => db
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .and_then(|pg| pg.detail().map(str::to_owned)),
+                _ => None,
+            };
+            let id = detail
+                .as_deref()
+                .and_then(|d| d.split_once("=(")?.1.split_once(')').map(|(id, _)| id))
+                .unwrap_or("of the batch");
+            StoreError::Conflict(format!(
+                "task {id} already exists; nothing was inserted"
+            ))
+        }
+        Some("22P05") | Some("22021") => StoreError::Invalid(ValidationError::new(
+            "input",
+            format!(
+                "holds text PostgreSQL cannot store (such as \\u0000); nothing was inserted ({e})"
+            ),
+        )),
+        _ => map(e),
+    }
+}
+
+// ---------------------------------------------------------------- claim
+
+fn check_names(names: Option<&[String]>) -> StoreResult<()> {
+    match names {
+        Some(names) if names.len() > MAX_CLAIM_NAMES => {
+            Err(StoreError::Invalid(ValidationError::new(
+                "names",
+                format!(
+                    "at most {MAX_CLAIM_NAMES} task names per claim, got {}",
+                    names.len()
+                ),
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn claim_order(t: &Task) -> (std::cmp::Reverse<i32>, DateTime<Utc>, TaskId) {
+    (std::cmp::Reverse(t.priority), t.run_at, t.id)
+}
+
+/// Leases up to `limit` ready tasks.
+pub(crate) async fn claim(store: &PgStore, p: &TaskClaimParams) -> StoreResult<Vec<Task>> {
+    if p.limit == 0 || p.names.as_ref().is_some_and(Vec::is_empty) {
+        return Ok(Vec::new());
+    }
+    check_names(p.names.as_deref())?;
+    let sql = &store.inner.sql;
+    let limit = i64::from(p.limit);
+    let expires = after(p.now, p.lease);
+    let query = match &p.names {
+        None => sqlx::query(AssertSqlSafe(sql.claim_any.clone())),
+        Some(_) => sqlx::query(AssertSqlSafe(sql.claim_named.clone())),
+    };
+    let mut query = query
+        .bind(&p.queue)
+        .bind(limit)
+        .bind(&p.worker_id)
+        .bind(expires)
+        .bind(p.now);
+    if let Some(names) = &p.names {
+        query = query.bind(names);
+    }
+    let rows = query.fetch_all(&store.inner.pool).await.map_err(map)?;
+    let mut tasks = codec::tasks(&rows)?;
+    tasks.sort_unstable_by_key(claim_order);
+    Ok(tasks)
+}
+
+/// `EXPLAIN` of the claim statement.
+pub(crate) async fn explain_claim(
+    store: &PgStore,
+    queue: &str,
+    names: Option<Vec<String>>,
+) -> StoreResult<Vec<String>> {
+    let sql = &store.inner.sql;
+    let text = match names {
+        None => sql.claim_any.clone(),
+        Some(_) => sql.claim_named.clone(),
+    };
+    let mut conn = store.inner.pool.acquire().await.map_err(map)?;
+    // EXPLAIN of an UPDATE plans without running it.
+    let explain = format!("EXPLAIN {text}");
+    let mut query = sqlx::query(AssertSqlSafe(explain))
+        .bind(queue)
+        .bind(100i64)
+        .bind("explain")
+        .bind(Utc::now())
+        .bind(Utc::now());
+    if let Some(names) = &names {
+        query = query.bind(names);
+    }
+    let rows = query.fetch_all(&mut *conn).await.map_err(map)?;
+    rows.iter()
+        .map(|r| r.try_get::<String, _>(0).map_err(map))
+        .collect()
+}
+
+// ---------------------------------------------------------------- leases
+
+/// Per lease, in input order: live (and abort requested) or not.
+fn lease_states(ids: impl Iterator<Item = TaskId>, live: &HashMap<Uuid, bool>) -> Vec<LeaseState> {
+    ids.map(|id| {
+        let abort = live.get(&uuid(id));
+        LeaseState {
+            id,
+            live: abort.is_some(),
+            abort_requested: abort.copied().unwrap_or(false),
+        }
+    })
+    .collect()
+}
+
+fn id_abort_rows(rows: &[sqlx::postgres::PgRow]) -> StoreResult<HashMap<Uuid, bool>> {
+    rows.iter()
+        .map(|r| Ok((r.try_get(0).map_err(map)?, r.try_get(1).map_err(map)?)))
+        .collect()
+}
+
+/// Renews live leases.
+pub(crate) async fn heartbeat(
+    store: &PgStore,
+    p: &TaskHeartbeatParams,
+) -> StoreResult<Vec<LeaseState>> {
+    if p.leases.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = p.leases.iter().map(|l| uuid(l.id)).collect();
+    let tokens: Vec<Uuid> = p.leases.iter().map(|l| l.lease_token.0).collect();
+    let rows = sqlx::query(AssertSqlSafe(store.inner.sql.heartbeat.clone()))
+        .bind(&ids)
+        .bind(&tokens)
+        .bind(after(p.now, p.lease))
+        .fetch_all(&store.inner.pool)
+        .await
+        .map_err(map)?;
+    let live = id_abort_rows(&rows)?;
+    Ok(lease_states(p.leases.iter().map(|l| l.id), &live))
+}
+
+/// Records progress of live leases.
+pub(crate) async fn progress(
+    store: &PgStore,
+    p: &TaskProgressParams,
+) -> StoreResult<Vec<LeaseState>> {
+    if p.updates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = p.updates.iter().map(|u| uuid(u.lease.id)).collect();
+    let tokens: Vec<Uuid> = p.updates.iter().map(|u| u.lease.lease_token.0).collect();
+    let progress = p
+        .updates
+        .iter()
+        .map(|u| {
+            let mut pr = u.progress.clone();
+            pr.percent = pr.percent.min(100);
+            json(&pr)
+        })
+        .collect::<StoreResult<Vec<Value>>>()?;
+    let task_ids: Vec<TaskId> = p.updates.iter().map(|u| u.lease.id).collect();
+    let mut payload = Payload::default();
+    payload.changed(&task_ids);
+    let rows = sqlx::query(AssertSqlSafe(store.inner.sql.progress.clone()))
+        .bind(&ids)
+        .bind(&tokens)
+        .bind(&progress)
+        .bind(p.now)
+        .bind(&store.inner.channel)
+        .bind(store.payload(&payload))
+        .fetch_all(&store.inner.pool)
+        .await
+        .map_err(map)?;
+    let live = id_abort_rows(&rows)?;
+    let changed: Vec<TaskId> = task_ids
+        .iter()
+        .copied()
+        .filter(|id| live.contains_key(&uuid(*id)))
+        .collect();
+    if !changed.is_empty() {
+        store.local([Notification::Changed { ids: Some(changed) }]);
+    }
+    Ok(lease_states(task_ids.into_iter(), &live))
+}
+
+// ---------------------------------------------------------------- finish
+
+/// Column arrays of a finish batch.
+#[derive(Debug, Default)]
+struct Ends {
+    ids: Vec<Uuid>,
+    tokens: Vec<Uuid>,
+    statuses: Vec<&'static str>,
+    outputs: Vec<Option<Value>>,
+    set_errors: Vec<bool>,
+    errors: Vec<Option<Value>>,
+    run_ats: Vec<Option<DateTime<Utc>>>,
+    uncounts: Vec<i32>,
+    outcomes: Vec<&'static str>,
+}
+
+/// How one attempt ends, as columns.
+struct End {
+    status: Status,
+    output: Option<Value>,
+    set_error: bool,
+    error: Option<Value>,
+    run_at: Option<DateTime<Utc>>,
+    uncount: bool,
+    outcome: AttemptOutcome,
+}
+
+impl End {
+    fn of(outcome: &FinishOutcome, now: DateTime<Utc>) -> StoreResult<Self> {
+        let base = End {
+            status: Status::Success,
+            output: None,
+            set_error: false,
+            error: None,
+            run_at: None,
+            uncount: false,
+            outcome: AttemptOutcome::Success,
+        };
+        let err = |e: &TaskErrorRecord| json(e).map(Some);
+        Ok(match outcome {
+            FinishOutcome::Success { output } => End {
+                output: Some(output.clone()),
+                set_error: true,
+                ..base
+            },
+            FinishOutcome::Retry { error, run_at } => End {
+                status: if *run_at > now {
+                    Status::Scheduled
+                } else {
+                    Status::Pending
+                },
+                set_error: true,
+                error: err(error)?,
+                run_at: Some(*run_at),
+                outcome: AttemptOutcome::Error,
+                ..base
+            },
+            FinishOutcome::Fail { error } => End {
+                status: Status::Failed,
+                set_error: true,
+                error: err(error)?,
+                outcome: AttemptOutcome::Error,
+                ..base
+            },
+            FinishOutcome::Abort { error } => End {
+                status: Status::Aborted,
+                set_error: true,
+                error: err(error)?,
+                outcome: AttemptOutcome::Aborted,
+                ..base
+            },
+            FinishOutcome::Snooze { run_at } => End {
+                status: Status::Scheduled,
+                run_at: Some(*run_at),
+                uncount: true,
+                outcome: AttemptOutcome::Snoozed,
+                ..base
+            },
+            FinishOutcome::Release => End {
+                status: Status::Pending,
+                uncount: true,
+                outcome: AttemptOutcome::Released,
+                ..base
+            },
+        })
+    }
+}
+
+impl Ends {
+    fn push(&mut self, id: TaskId, token: Uuid, e: End) {
+        self.ids.push(uuid(id));
+        self.tokens.push(token);
+        self.statuses.push(e.status.as_str());
+        self.outputs.push(e.output);
+        self.set_errors.push(e.set_error);
+        self.errors.push(e.error);
+        self.run_ats.push(e.run_at);
+        self.uncounts.push(i32::from(e.uncount));
+        self.outcomes.push(e.outcome.as_str());
+    }
+}
+
+/// Runs the finish statement on `conn`; per accepted task its queue (when
+/// it waits again) and new status.
+async fn end_attempts<'e, E>(
+    store: &PgStore,
+    conn: E,
+    ends: &Ends,
+    now: DateTime<Utc>,
+) -> StoreResult<HashMap<Uuid, Status>>
+where
+    E: Executor<'e, Database = Postgres>,
+{
+    let rows = sqlx::query(AssertSqlSafe(store.inner.sql.finish.clone()))
+        .bind(&ends.ids)
+        .bind(&ends.tokens)
+        .bind(&ends.statuses)
+        .bind(&ends.outputs)
+        .bind(&ends.set_errors)
+        .bind(&ends.errors)
+        .bind(&ends.run_ats)
+        .bind(&ends.uncounts)
+        .bind(&ends.outcomes)
+        .bind(now)
+        .bind(&store.inner.channel)
+        .bind(&store.inner.instance)
+        .fetch_all(conn)
+        .await
+        .map_err(map)?;
+    rows.iter()
+        .map(|r| {
+            let id: Uuid = r.try_get(0).map_err(map)?;
+            let status: String = r.try_get(1).map_err(map)?;
+            Ok((id, codec::status(&status)?))
+        })
+        .collect()
+}
+
+/// Local notifications for ended attempts: the tasks changed, and the
+/// queues of those waiting again have work.
+fn ended_notes(
+    accepted: &[(TaskId, Status)],
+    queues: impl Iterator<Item = String>,
+) -> Vec<Notification> {
+    let mut notes = vec![Notification::Changed {
+        ids: Some(accepted.iter().map(|(id, _)| *id).collect()),
+    }];
+    let mut seen = HashSet::new();
+    for q in queues {
+        if seen.insert(q.clone()) {
+            notes.push(Notification::Available { queue: Some(q) });
+        }
+    }
+    notes
+}
+
+/// Records finished attempts; stale leases are refused per item.
+pub(crate) async fn finish(
+    store: &PgStore,
+    p: &TaskFinishParams,
+) -> StoreResult<Vec<FinishResult>> {
+    if p.items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut ends = Ends::default();
+    let mut seen = HashSet::with_capacity(p.items.len());
+    for item in &p.items {
+        let end = End::of(&item.outcome, p.now)?;
+        if !Status::Running.can_become(end.status) {
+            return Err(StoreError::InvalidTransition {
+                id: item.lease.id,
+                from: Status::Running,
+                to: end.status,
+            });
+        }
+        // A task twice in one batch: the first item counts, the second
+        // finds the lease gone, as if sent in a later call.
+        if seen.insert(item.lease.id) {
+            ends.push(item.lease.id, item.lease.lease_token.0, end);
+        }
+    }
+    let accepted = end_attempts(store, &store.inner.pool, &ends, p.now).await?;
+    let mut out = Vec::with_capacity(p.items.len());
+    let mut counted = HashSet::new();
+    let mut refused = Vec::new();
+    for item in &p.items {
+        let key = uuid(item.lease.id);
+        match accepted.get(&key) {
+            Some(status) if counted.insert(key) => out.push(FinishResult {
+                id: item.lease.id,
+                accepted: true,
+                status: Some(*status),
+            }),
+            _ => {
+                refused.push(key);
+                out.push(FinishResult {
+                    id: item.lease.id,
+                    accepted: false,
+                    status: None,
+                });
+            }
+        }
+    }
+    if !refused.is_empty() {
+        let current = statuses_of(store, &refused).await?;
+        for r in out.iter_mut().filter(|r| !r.accepted) {
+            r.status = current.get(&uuid(r.id)).copied();
+        }
+    }
+    if !accepted.is_empty() {
+        let acc: Vec<(TaskId, Status)> = accepted
+            .iter()
+            .map(|(id, s)| (TaskId::from_bytes(*id.as_bytes()), *s))
+            .collect();
+        let waiting_queues = waiting_queues(store, &acc).await?;
+        store.local(ended_notes(&acc, waiting_queues.into_iter()));
+    }
+    Ok(out)
+}
+
+/// The queues of the tasks in `acc` that wait again (for local wake-ups).
+async fn waiting_queues(store: &PgStore, acc: &[(TaskId, Status)]) -> StoreResult<Vec<String>> {
+    let waiting: Vec<Uuid> = acc
+        .iter()
+        .filter(|(_, s)| !s.is_terminal())
+        .map(|(id, _)| uuid(*id))
+        .collect();
+    if waiting.is_empty() || !store.inner.notifier.hub.has_subscribers() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT DISTINCT queue FROM {}.tasks WHERE id = ANY($1)",
+        store.q()
+    );
+    let rows = sqlx::query(AssertSqlSafe(sql))
+    .bind(&waiting)
+    .fetch_all(&store.inner.pool)
+    .await
+    .map_err(map)?;
+    rows.iter()
+        .map(|r| r.try_get::<String, _>(0).map_err(map))
+        .collect()
+}
+
+/// The current status of each of `ids` that exists.
+async fn statuses_of(store: &PgStore, ids: &[Uuid]) -> StoreResult<HashMap<Uuid, Status>> {
+    let sql = format!("SELECT id, status FROM {}.tasks WHERE id = ANY($1)", store.q());
+    let rows = sqlx::query(AssertSqlSafe(sql))
+    .bind(ids)
+    .fetch_all(&store.inner.pool)
+    .await
+    .map_err(map)?;
+    rows.iter()
+        .map(|r| {
+            let id: Uuid = r.try_get(0).map_err(map)?;
+            let s: String = r.try_get(1).map_err(map)?;
+            Ok((id, codec::status(&s)?))
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------- rescue
+
+/// Puts tasks whose lease expired before `now` back to work, fails them
+/// when no attempts are left, or aborts them when an abort was asked.
+pub(crate) async fn rescue(store: &PgStore, p: &TaskRescueParams) -> StoreResult<Vec<RescuedTask>> {
+    if p.limit == 0 {
+        return Ok(Vec::new());
+    }
+    let mut tx = store.inner.pool.begin().await.map_err(map)?;
+    let sql = format!(
+        "SELECT id, lease_token, attempt, max_attempts, abort_requested_at IS NOT NULL \
+         FROM {}.tasks WHERE status = 'running' AND lease_expires_at < $1 \
+         ORDER BY lease_expires_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        store.q()
+    );
+    let rows = sqlx::query(AssertSqlSafe(sql))
+    .bind(p.now)
+    .bind(i64::from(p.limit))
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(map)?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut ends = Ends::default();
+    for r in &rows {
+        let id: Uuid = r.try_get(0).map_err(map)?;
+        let token: Option<Uuid> = r.try_get(1).map_err(map)?;
+        let attempt: i32 = r.try_get(2).map_err(map)?;
+        let max_attempts: i32 = r.try_get(3).map_err(map)?;
+        let abort: bool = r.try_get(4).map_err(map)?;
+        let Some(token) = token else { continue };
+        let (status, record) = if abort {
+            (
+                Status::Aborted,
+                error_record(
+                    "aborted",
+                    "aborted on request; the worker stopped renewing its lease",
+                    attempt,
+                    p.now,
+                ),
+            )
+        } else if attempt < max_attempts {
+            (
+                Status::Pending,
+                error_record(
+                    "lease_expired",
+                    "the worker stopped renewing its lease; the task will run again",
+                    attempt,
+                    p.now,
+                ),
+            )
+        } else {
+            (
+                Status::Failed,
+                error_record(
+                    "lease_expired",
+                    "the worker stopped renewing its lease and no attempts are left",
+                    attempt,
+                    p.now,
+                ),
+            )
+        };
+        ends.push(
+            TaskId::from_bytes(*id.as_bytes()),
+            token,
+            End {
+                status,
+                output: None,
+                set_error: true,
+                error: Some(json(&record)?),
+                run_at: None,
+                uncount: false,
+                outcome: AttemptOutcome::LeaseExpired,
+            },
+        );
+    }
+    let accepted = end_attempts(store, &mut *tx, &ends, p.now).await?;
+    tx.commit().await.map_err(map)?;
+    let rescued: Vec<RescuedTask> = ends
+        .ids
+        .iter()
+        .filter_map(|id| {
+            accepted.get(id).map(|s| RescuedTask {
+                id: TaskId::from_bytes(*id.as_bytes()),
+                status: *s,
+            })
+        })
+        .collect();
+    let acc: Vec<(TaskId, Status)> = rescued.iter().map(|r| (r.id, r.status)).collect();
+    if !acc.is_empty() {
+        let queues = waiting_queues(store, &acc).await?;
+        store.local(ended_notes(&acc, queues.into_iter()));
+    }
+    Ok(rescued)
+}

@@ -1,0 +1,48 @@
+//! The PostgreSQL store of offload: every `offload` process and every
+//! embedding application on any number of machines points at one
+//! database and shares its tasks with the same guarantees as the embedded
+//! SQLite store.
+//!
+//! - Claims take ready tasks with `FOR UPDATE SKIP LOCKED` in one
+//!   statement, in priority order, through partial indexes that hold only
+//!   waiting rows.
+//! - Batches (insert, finish, heartbeat, progress) bind one array per
+//!   column, so a batch of any size is one statement.
+//! - Wake-ups cross processes with LISTEN/NOTIFY (one listening connection
+//!   per store, re-established after a connection loss).
+//! - Leadership rows are backed by advisory locks, so a dead leader is
+//!   replaced within one election round.
+//! - Migrations run on open under an advisory lock, in their own schema
+//!   (`?schema=NAME`, default `offload`).
+//! - [`PgStore::insert_in`] enqueues inside the application's own
+//!   transaction: the task exists if and only if that transaction commits.
+//!
+//! ```no_run
+//! use offload_store::Store;
+//! use offload_store_postgres::PgStore;
+//!
+//! # async fn demo() -> Result<(), offload_store::StoreError> {
+//! let store = PgStore::open_url("postgres://postgres@127.0.0.1:5432/app?schema=offload").await?;
+//! assert!(store.capabilities().multi_host);
+//! # Ok(()) }
+//! ```
+
+mod codec;
+mod copy;
+mod error;
+mod filter;
+mod hot;
+mod leader;
+mod manage;
+mod notify;
+mod options;
+mod schema;
+mod store;
+
+pub use options::{DEFAULT_SCHEMA, MAX_SCHEMA_LEN, PgOptions, check_schema, redact};
+pub use schema::SCHEMA_VERSION;
+pub use store::PgStore;
+
+/// The driver, re-exported so applications enqueue inside their own
+/// transactions with the same `sqlx` version offload links.
+pub use sqlx;

@@ -1,0 +1,344 @@
+//! [`PgStore`]: opening, notifications, and the [`Store`] implementation,
+//! which hands each call to the module of its kind ([`crate::hot`] for the
+//! worker's hot path, [`crate::manage`] for operators' calls,
+//! [`crate::copy`] for export and import).
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use offload_store::{
+    Capabilities, FinishResult, LeaderElectParams, LeaderResignParams, LeaseState, Notification,
+    Notifier, NotifyHub, RescuedTask, Store, StoreError, StoreResult, TaskAbortParams,
+    TaskClaimParams, TaskCount, TaskCountParams, TaskDeleteParams, TaskExportParams,
+    TaskFinishParams, TaskHeartbeatParams, TaskImportParams, TaskImportResult, TaskInsertParams,
+    TaskListParams, TaskNextRunAtParams, TaskPage, TaskProgressParams, TaskPurgeParams,
+    TaskRecord, TaskRescueParams, TaskRetryParams, TaskUpdateParams,
+};
+use offload_types::{Attempt, NewTask, Task, TaskId};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgConnection, PgPool};
+
+use crate::codec::after;
+use crate::error::map;
+use crate::leader::Leadership;
+use crate::notify::{self, Payload, PgNotifier};
+use crate::options::{PgOptions, parse_url, redact};
+
+/// The PostgreSQL store. Cheap to clone (an `Arc` inside). Dropping the
+/// last clone closes its pool, and its listener stops within a second.
+///
+/// ```no_run
+/// use offload_store::Store;
+/// use offload_store_postgres::{PgOptions, PgStore};
+///
+/// # async fn demo() -> Result<(), offload_store::StoreError> {
+/// let store = PgStore::open(
+///     "postgres://postgres@127.0.0.1:5432/app",
+///     PgOptions::default().schema("jobs"),
+/// )
+/// .await?;
+/// println!("{}", store.describe());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) pool: PgPool,
+    pub(crate) schema: String,
+    /// `"schema"`, ready to put in front of table names.
+    pub(crate) q: String,
+    pub(crate) channel: String,
+    /// This store's id in notification payloads, so its listener skips
+    /// what the store already delivered locally.
+    pub(crate) instance: String,
+    pub(crate) notifier: Arc<PgNotifier>,
+    pub(crate) leadership: Leadership,
+    pub(crate) sql: crate::hot::Statements,
+    describe: String,
+}
+
+impl PgStore {
+    /// Connects, creates the schema if needed and applies pending
+    /// migrations (under an advisory lock, so processes starting together
+    /// do not race), and starts the notification listener. `url` is a
+    /// `postgres://` URL as the driver reads it (offload's own `?schema=`,
+    /// `?pool_size=` and `?acquire_timeout=` parameters are also accepted
+    /// and override `options`).
+    ///
+    /// Errors: `Invalid` for a malformed URL or option; `Unavailable` when
+    /// the server cannot be reached; `Corrupt` when the schema holds
+    /// another application's tables or was written by a newer offload.
+    pub async fn open(url: &str, options: PgOptions) -> StoreResult<Self> {
+        let (driver_url, from_url) = parse_url(url)?;
+        let options = if url.contains('?') {
+            merge(options, from_url, url)
+        } else {
+            options
+        };
+        options.validate()?;
+        let connect = PgConnectOptions::from_str(&driver_url).map_err(|e| {
+            StoreError::Invalid(offload_types::ValidationError::new(
+                "database_url",
+                format!("{}: {e}", redact(url)),
+            ))
+        })?;
+        let connect = connect.application_name("offload");
+        let pool = PgPoolOptions::new()
+            .max_connections(options.pool_size)
+            .min_connections(0)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_lazy_with(connect.clone());
+        {
+            let mut conn = pool.acquire().await.map_err(map)?;
+            crate::schema::migrate(&mut conn, &options.schema).await?;
+        }
+        let schema = options.schema.clone();
+        let q = format!("\"{schema}\"");
+        let inner = Arc::new(Inner {
+            pool: pool.clone(),
+            channel: notify::channel(&schema),
+            instance: uuid::Uuid::new_v4().to_string(),
+            notifier: Arc::new(PgNotifier {
+                hub: NotifyHub::new(),
+            }),
+            leadership: Leadership::new(&schema, connect),
+            sql: crate::hot::Statements::new(&q),
+            describe: format!("postgres:{}#{schema}", redact(&driver_url)),
+            schema,
+            q,
+        });
+        notify::spawn_listener(
+            pool,
+            inner.channel.clone(),
+            inner.instance.clone(),
+            inner.notifier.hub.clone(),
+            &inner,
+        );
+        Ok(Self { inner })
+    }
+
+    /// Opens the store a `postgres://` URL names, e.g.
+    /// `postgres://user@host:5432/db?schema=offload&pool_size=10`.
+    pub async fn open_url(url: &str) -> StoreResult<Self> {
+        Self::open(url, PgOptions::default()).await
+    }
+
+    /// The schema holding this store's tables.
+    pub fn schema(&self) -> &str {
+        &self.inner.schema
+    }
+
+    /// The connection pool (for tests and tools that read the tables).
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// Inserts tasks through `conn`, typically inside the application's own
+    /// transaction (`&mut *tx`): they exist if and only if that transaction
+    /// commits, and workers are woken when it does. Validation and
+    /// duplicate ids fail as in [`Store::task_insert_many`], and then the
+    /// transaction is aborted, as any failed statement aborts it.
+    ///
+    /// ```no_run
+    /// use offload_store_postgres::{PgStore, sqlx};
+    /// use offload_types::NewTask;
+    ///
+    /// # async fn demo(store: PgStore, pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut tx = pool.begin().await?;
+    /// sqlx::query("INSERT INTO users (email) VALUES ($1)").bind("a@example.com").execute(&mut *tx).await?;
+    /// store.insert_in(&mut *tx, &[NewTask::new("welcome-email", serde_json::json!({"to": "a@example.com"}))], chrono::Utc::now()).await?;
+    /// tx.commit().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn insert_in(
+        &self,
+        conn: &mut PgConnection,
+        tasks: &[NewTask],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<TaskId>> {
+        crate::hot::insert(self, &mut *conn, tasks, now, false).await
+    }
+
+    /// `EXPLAIN` of the claim statement (filtered to `names` when given),
+    /// one line per plan node, for tests that check its indexes.
+    #[doc(hidden)]
+    pub async fn explain_claim(
+        &self,
+        queue: &str,
+        names: Option<Vec<String>>,
+    ) -> StoreResult<Vec<String>> {
+        crate::hot::explain_claim(self, queue, names).await
+    }
+
+    /// Payload text for `pg_notify`: the instance line, then the body.
+    pub(crate) fn payload(&self, p: &Payload) -> String {
+        format!("{}\n{}", self.inner.instance, p.body())
+    }
+
+    /// Delivers notifications to this process's subscribers (after commit).
+    pub(crate) fn local(&self, notes: impl IntoIterator<Item = Notification>) {
+        for n in notes {
+            self.inner.notifier.hub.send(n);
+        }
+    }
+
+    pub(crate) fn q(&self) -> &str {
+        &self.inner.q
+    }
+}
+
+/// Offload's URL parameters win over `options` where the URL sets them.
+fn merge(options: PgOptions, from_url: PgOptions, url: &str) -> PgOptions {
+    let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let has = |key: &str| query.split('&').any(|p| p.split('=').next() == Some(key));
+    PgOptions {
+        schema: if has("schema") {
+            from_url.schema
+        } else {
+            options.schema
+        },
+        pool_size: if has("pool_size") {
+            from_url.pool_size
+        } else {
+            options.pool_size
+        },
+        acquire_timeout: if has("acquire_timeout") {
+            from_url.acquire_timeout
+        } else {
+            options.acquire_timeout
+        },
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = Capabilities::default();
+        caps.cross_process_notify = true;
+        caps.multi_host = true;
+        caps
+    }
+
+    fn notifier(&self) -> Arc<dyn Notifier> {
+        self.inner.notifier.clone()
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe.clone()
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    async fn leader_attempt_elect(&self, params: &LeaderElectParams) -> StoreResult<bool> {
+        self.inner
+            .leadership
+            .elect(
+                &self.inner.pool,
+                &params.name,
+                &params.holder,
+                params.now,
+                after(params.now, params.ttl),
+            )
+            .await
+    }
+
+    async fn leader_resign(&self, params: &LeaderResignParams) -> StoreResult<()> {
+        self.inner
+            .leadership
+            .resign(&self.inner.pool, &params.name, &params.holder)
+            .await
+    }
+
+    async fn task_abort(&self, params: &TaskAbortParams) -> StoreResult<Task> {
+        crate::manage::abort(self, params).await
+    }
+
+    async fn task_attempts(&self, id: TaskId) -> StoreResult<Vec<Attempt>> {
+        crate::manage::attempts(self, id).await
+    }
+
+    async fn task_claim(&self, params: &TaskClaimParams) -> StoreResult<Vec<Task>> {
+        crate::hot::claim(self, params).await
+    }
+
+    async fn task_count(&self, params: &TaskCountParams) -> StoreResult<Vec<TaskCount>> {
+        crate::manage::count(self, params).await
+    }
+
+    async fn task_delete(&self, params: &TaskDeleteParams) -> StoreResult<()> {
+        crate::manage::delete(self, params).await
+    }
+
+    async fn task_export(&self, params: &TaskExportParams) -> StoreResult<Vec<TaskRecord>> {
+        crate::copy::export(self, params).await
+    }
+
+    async fn task_finish_many(&self, params: &TaskFinishParams) -> StoreResult<Vec<FinishResult>> {
+        crate::hot::finish(self, params).await
+    }
+
+    async fn task_get(&self, id: TaskId) -> StoreResult<Option<Task>> {
+        crate::manage::get(self, id).await
+    }
+
+    async fn task_heartbeat_many(
+        &self,
+        params: &TaskHeartbeatParams,
+    ) -> StoreResult<Vec<LeaseState>> {
+        crate::hot::heartbeat(self, params).await
+    }
+
+    async fn task_import(&self, params: &TaskImportParams) -> StoreResult<TaskImportResult> {
+        crate::copy::import(self, params).await
+    }
+
+    async fn task_insert_many(&self, params: &TaskInsertParams) -> StoreResult<Vec<TaskId>> {
+        let mut conn = self.inner.pool.acquire().await.map_err(map)?;
+        crate::hot::insert(self, &mut conn, &params.tasks, params.now, true).await
+    }
+
+    async fn task_list(&self, params: &TaskListParams) -> StoreResult<TaskPage> {
+        crate::manage::list(self, params).await
+    }
+
+    async fn task_next_run_at(
+        &self,
+        params: &TaskNextRunAtParams,
+    ) -> StoreResult<Option<DateTime<Utc>>> {
+        crate::manage::next_run_at(self, params).await
+    }
+
+    async fn task_progress_many(
+        &self,
+        params: &TaskProgressParams,
+    ) -> StoreResult<Vec<LeaseState>> {
+        crate::hot::progress(self, params).await
+    }
+
+    async fn task_purge(&self, params: &TaskPurgeParams) -> StoreResult<u64> {
+        crate::manage::purge(self, params).await
+    }
+
+    async fn task_rescue_expired(
+        &self,
+        params: &TaskRescueParams,
+    ) -> StoreResult<Vec<RescuedTask>> {
+        crate::hot::rescue(self, params).await
+    }
+
+    async fn task_retry(&self, params: &TaskRetryParams) -> StoreResult<Task> {
+        crate::manage::retry(self, params).await
+    }
+
+    async fn task_update(&self, params: &TaskUpdateParams) -> StoreResult<Task> {
+        crate::manage::update(self, params).await
+    }
+}
