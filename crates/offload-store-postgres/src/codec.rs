@@ -225,12 +225,11 @@ impl NewRows {
         self.timeouts.push(o.timeout.map(millis));
         self.retries.push(o.retry.as_ref().map(json).transpose()?);
         self.tags.push(json(&o.tags)?);
-        self.metadata
-            .push(o.metadata.clone().unwrap_or_else(|| Value::Object(Default::default())));
+        self.metadata.push(
+            o.metadata
+                .clone()
+                .unwrap_or_else(|| Value::Object(Default::default())),
+        );
         Ok(())
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.ids.len()
     }
 }

@@ -107,16 +107,16 @@ fn check(i: usize, r: &TaskRecord) -> StoreResult<()> {
     probe.validate().map_err(|v| {
         StoreError::Invalid(ValidationError::new(
             v.field,
-            format!("{} (record {i}, task {}; nothing was imported)", v.message, t.id),
+            format!(
+                "{} (record {i}, task {}; nothing was imported)",
+                v.message, t.id
+            ),
         ))
     })
 }
 
 /// Writes records as they are, skipping ids that exist; all or nothing.
-pub(crate) async fn import(
-    store: &PgStore,
-    p: &TaskImportParams,
-) -> StoreResult<TaskImportResult> {
+pub(crate) async fn import(store: &PgStore, p: &TaskImportParams) -> StoreResult<TaskImportResult> {
     if p.records.is_empty() {
         return Ok(TaskImportResult::default());
     }
@@ -139,7 +139,8 @@ pub(crate) async fn import(
         for (seq, x) in ended.iter().enumerate() {
             a.task_ids.push(uuid(r.task.id));
             a.seqs.push(i32::try_from(seq).unwrap_or(i32::MAX));
-            a.attempts.push(i32::try_from(x.attempt).unwrap_or(i32::MAX));
+            a.attempts
+                .push(i32::try_from(x.attempt).unwrap_or(i32::MAX));
             a.workers.push(x.worker_id.clone());
             a.started.push(x.started_at);
             a.finished.push(x.finished_at.unwrap_or(r.task.updated_at));
@@ -289,7 +290,8 @@ impl TaskCols {
         self.statuses.push(t.status.as_str());
         self.outputs.push(t.output.clone());
         self.errors.push(t.error.as_ref().map(json).transpose()?);
-        self.progress.push(t.progress.as_ref().map(json).transpose()?);
+        self.progress
+            .push(t.progress.as_ref().map(json).transpose()?);
         self.priorities.push(t.priority);
         self.attempts.push(small(t.attempt));
         self.max_attempts.push(small(t.max_attempts));

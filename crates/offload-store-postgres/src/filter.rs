@@ -11,10 +11,14 @@ pub(crate) fn push_where(qb: &mut QueryBuilder<Postgres>, f: &TaskFilter) {
         qb.push(" AND status = ANY(").push_bind(statuses).push(")");
     }
     if !f.names.is_empty() {
-        qb.push(" AND name = ANY(").push_bind(f.names.clone()).push(")");
+        qb.push(" AND name = ANY(")
+            .push_bind(f.names.clone())
+            .push(")");
     }
     if !f.queues.is_empty() {
-        qb.push(" AND queue = ANY(").push_bind(f.queues.clone()).push(")");
+        qb.push(" AND queue = ANY(")
+            .push_bind(f.queues.clone())
+            .push(")");
     }
     if let Some(tag) = &f.tag {
         qb.push(" AND tags ? ").push_bind(tag.clone());

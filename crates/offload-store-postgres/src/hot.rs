@@ -23,7 +23,7 @@ use uuid::Uuid;
 use crate::PgStore;
 use crate::codec::{self, NewRows, after, error_record, json, task_columns, uuid};
 use crate::error::{map, sqlstate};
-use crate::notify::{MAX_IDS, Payload};
+use crate::notify::{Payload, Plan};
 
 /// Most task names one claim may filter on.
 const MAX_CLAIM_NAMES: usize = 1000;
@@ -48,7 +48,7 @@ impl Statements {
                  SELECT u.*, $13, $13 FROM unnest($1::uuid[], $2::text[], $3::text[], \
                  $4::jsonb[], $5::text[], $6::int4[], $7::int4[], $8::timestamptz[], $9::int8[], \
                  $10::jsonb[], $11::jsonb[], $12::jsonb[]) AS u) \
-                 SELECT pg_notify($14, $15)"
+                 SELECT pg_notify($14, $15) WHERE $15 IS NOT NULL"
             )),
             claim_any: claim_sql(q, false).into(),
             claim_named: claim_sql(q, true).into(),
@@ -63,7 +63,7 @@ impl Statements {
                  FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[]) AS u(id, token, progress) \
                  WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running' \
                  RETURNING t.id, t.abort_requested_at IS NOT NULL AS abort) \
-                 SELECT id, abort, (SELECT pg_notify($5, $6)) IS NULL FROM up"
+                 SELECT id, abort, (SELECT pg_notify($5, $6) WHERE $6 IS NOT NULL) IS NULL FROM up"
             )),
             finish: finish_sql(q).into(),
         }
@@ -94,9 +94,9 @@ fn claim_sql(q: &str, named: bool) -> String {
 }
 
 /// Ends attempts of live leases: the task's new state, the lease cleared,
-/// and one `task_attempts` row per attempt, in one statement; then one
-/// notification naming the tasks (and the queues of those that wait
-/// again). Returns the accepted tasks with their new status.
+/// and one `task_attempts` row per attempt, in one statement, with the
+/// notification `$12` (when not NULL). Returns the accepted tasks with
+/// their new status.
 fn finish_sql(q: &str) -> String {
     format!(
         "WITH u AS (SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], \
@@ -114,13 +114,7 @@ fn finish_sql(q: &str) -> String {
          (task_id, seq, attempt, worker_id, started_at, finished_at, outcome, error) \
          SELECT id, seq, attempt, coalesce(worker_id, ''), coalesce(started_at, $10), $10, \
          outcome, error FROM ended) \
-         SELECT e.id, e.status, (SELECT pg_notify($11, $12 || E'\\nc|' || \
-         CASE WHEN count(*) > {MAX_IDS} THEN '*' ELSE string_agg(id::text, ',') END || \
-         CASE WHEN count(*) FILTER (WHERE status IN ('pending', 'scheduled')) = 0 THEN '' \
-         WHEN count(DISTINCT queue) FILTER (WHERE status IN ('pending', 'scheduled')) > 20 \
-         THEN E'\\na|*' \
-         ELSE E'\\n' || string_agg(DISTINCT 'a|' || queue, E'\\n') \
-         FILTER (WHERE status IN ('pending', 'scheduled')) END) FROM ended) IS NULL \
+         SELECT e.id, e.status, (SELECT pg_notify($11, $12) WHERE $12 IS NOT NULL) IS NULL \
          FROM ended e"
     )
 }
@@ -147,7 +141,10 @@ pub(crate) async fn insert(
         rows.push(task, now).map_err(|e| match e {
             StoreError::Invalid(v) if many => StoreError::Invalid(ValidationError::new(
                 v.field,
-                format!("{} (task {i} of the batch; nothing was inserted)", v.message),
+                format!(
+                    "{} (task {i} of the batch; nothing was inserted)",
+                    v.message
+                ),
             )),
             other => other,
         })?;
@@ -165,12 +162,19 @@ pub(crate) async fn insert(
     for queue in &rows.queues {
         payload.available(queue);
     }
-    let text = if local {
-        store.payload(&payload)
+    // Inside the caller's transaction the notification must ride along
+    // (commit time is unknown here), from instance "-" so this process's
+    // own listener delivers it too. A standalone insert is debounced.
+    let plan = if local {
+        store.inner.debounce.plan(payload)
     } else {
-        format!("-\n{}", payload.body())
+        Plan::Inline(payload)
     };
-    debug_assert_eq!(rows.len(), ids.len());
+    let text = match &plan {
+        Plan::Inline(p) if local => Some(store.payload(p)),
+        Plan::Inline(p) => Some(format!("-\n{}", p.body())),
+        Plan::Deferred => None,
+    };
     let result = sqlx::query(AssertSqlSafe(store.inner.sql.insert.clone()))
         .bind(&rows.ids)
         .bind(&rows.names)
@@ -190,11 +194,16 @@ pub(crate) async fn insert(
         .execute(&mut *conn)
         .await;
     if let Err(e) = result {
+        if let (Plan::Inline(p), true) = (plan, local) {
+            store.inner.debounce.restore(p);
+            store.schedule_trailing();
+        }
         return Err(insert_error(e));
     }
     if local {
-        let mut queues: Vec<&String> = rows.queues.iter().collect();
-        queues.dedup();
+        if matches!(plan, Plan::Deferred) {
+            store.schedule_trailing();
+        }
         let mut seen = HashSet::new();
         store.local(
             rows.queues
@@ -223,9 +232,7 @@ fn insert_error(e: sqlx::Error) -> StoreError {
                 .as_deref()
                 .and_then(|d| d.split_once("=(")?.1.split_once(')').map(|(id, _)| id))
                 .unwrap_or("of the batch");
-            StoreError::Conflict(format!(
-                "task {id} already exists; nothing was inserted"
-            ))
+            StoreError::Conflict(format!("task {id} already exists; nothing was inserted"))
         }
         Some("22P05") | Some("22021") => StoreError::Invalid(ValidationError::new(
             "input",
@@ -286,33 +293,64 @@ pub(crate) async fn claim(store: &PgStore, p: &TaskClaimParams) -> StoreResult<V
     Ok(tasks)
 }
 
-/// `EXPLAIN` of the claim statement.
-pub(crate) async fn explain_claim(
-    store: &PgStore,
-    queue: &str,
-    names: Option<Vec<String>>,
-) -> StoreResult<Vec<String>> {
+/// `EXPLAIN` of each hot statement with sample arguments: (statement,
+/// plan lines). `EXPLAIN` plans without running anything.
+pub(crate) async fn explain_hot(store: &PgStore) -> StoreResult<Vec<(&'static str, Vec<String>)>> {
     let sql = &store.inner.sql;
-    let text = match names {
-        None => sql.claim_any.clone(),
-        Some(_) => sql.claim_named.clone(),
-    };
     let mut conn = store.inner.pool.acquire().await.map_err(map)?;
-    // EXPLAIN of an UPDATE plans without running it.
-    let explain = format!("EXPLAIN {text}");
-    let mut query = sqlx::query(AssertSqlSafe(explain))
-        .bind(queue)
-        .bind(100i64)
-        .bind("explain")
-        .bind(Utc::now())
-        .bind(Utc::now());
-    if let Some(names) = &names {
-        query = query.bind(names);
+    let now = Utc::now();
+    let ids = vec![Uuid::now_v7(), Uuid::now_v7()];
+    let tokens = vec![Uuid::new_v4(), Uuid::new_v4()];
+    let lines = |rows: Vec<sqlx::postgres::PgRow>| -> StoreResult<Vec<String>> {
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(0).map_err(map))
+            .collect()
+    };
+    let mut out = Vec::new();
+    for (label, text, named) in [
+        ("claim", &sql.claim_any, false),
+        ("claim_named", &sql.claim_named, true),
+    ] {
+        let mut query = sqlx::query(AssertSqlSafe(format!("EXPLAIN {text}")))
+            .bind("default")
+            .bind(100i64)
+            .bind("explain")
+            .bind(now)
+            .bind(now);
+        if named {
+            query = query.bind(vec!["a".to_owned(), "b".to_owned()]);
+        }
+        out.push((
+            label,
+            lines(query.fetch_all(&mut *conn).await.map_err(map)?)?,
+        ));
     }
-    let rows = query.fetch_all(&mut *conn).await.map_err(map)?;
-    rows.iter()
-        .map(|r| r.try_get::<String, _>(0).map_err(map))
-        .collect()
+    let rows = sqlx::query(AssertSqlSafe(format!("EXPLAIN {}", sql.heartbeat)))
+        .bind(&ids)
+        .bind(&tokens)
+        .bind(now)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(map)?;
+    out.push(("heartbeat", lines(rows)?));
+    let rows = sqlx::query(AssertSqlSafe(format!("EXPLAIN {}", sql.finish)))
+        .bind(&ids)
+        .bind(&tokens)
+        .bind(vec!["success", "success"])
+        .bind(vec![Some(Value::Null), Some(Value::Null)])
+        .bind(vec![true, true])
+        .bind(vec![None::<Value>, None])
+        .bind(vec![None::<DateTime<Utc>>, None])
+        .bind(vec![0i32, 0])
+        .bind(vec!["success", "success"])
+        .bind(now)
+        .bind(&store.inner.channel)
+        .bind("explain")
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(map)?;
+    out.push(("finish", lines(rows)?));
+    Ok(out)
 }
 
 // ---------------------------------------------------------------- leases
@@ -379,16 +417,17 @@ pub(crate) async fn progress(
     let task_ids: Vec<TaskId> = p.updates.iter().map(|u| u.lease.id).collect();
     let mut payload = Payload::default();
     payload.changed(&task_ids);
+    let plan = store.inner.debounce.plan(payload);
     let rows = sqlx::query(AssertSqlSafe(store.inner.sql.progress.clone()))
         .bind(&ids)
         .bind(&tokens)
         .bind(&progress)
         .bind(p.now)
         .bind(&store.inner.channel)
-        .bind(store.payload(&payload))
+        .bind(store.plan_text(&plan))
         .fetch_all(&store.inner.pool)
-        .await
-        .map_err(map)?;
+        .await;
+    let rows = store.after_hot_write(plan, rows.map_err(map), |rows| !rows.is_empty())?;
     let live = id_abort_rows(&rows)?;
     let changed: Vec<TaskId> = task_ids
         .iter()
@@ -510,6 +549,7 @@ async fn end_attempts<'e, E>(
     conn: E,
     ends: &Ends,
     now: DateTime<Utc>,
+    note: Option<String>,
 ) -> StoreResult<HashMap<Uuid, Status>>
 where
     E: Executor<'e, Database = Postgres>,
@@ -526,7 +566,7 @@ where
         .bind(&ends.outcomes)
         .bind(now)
         .bind(&store.inner.channel)
-        .bind(&store.inner.instance)
+        .bind(note)
         .fetch_all(conn)
         .await
         .map_err(map)?;
@@ -557,6 +597,23 @@ fn ended_notes(
     notes
 }
 
+/// What other processes hear of a finish: the tasks changed, and (when
+/// some attempt puts its task back to waiting) that some queue has work.
+fn ends_payload(items: &[offload_store::TaskFinish]) -> Payload {
+    let ids: Vec<TaskId> = items.iter().map(|i| i.lease.id).collect();
+    let mut payload = Payload::default();
+    payload.changed(&ids);
+    if items.iter().any(|i| {
+        matches!(
+            i.outcome,
+            FinishOutcome::Retry { .. } | FinishOutcome::Snooze { .. } | FinishOutcome::Release
+        )
+    }) {
+        payload.available_somewhere();
+    }
+    payload
+}
+
 /// Records finished attempts; stale leases are refused per item.
 pub(crate) async fn finish(
     store: &PgStore,
@@ -582,7 +639,16 @@ pub(crate) async fn finish(
             ends.push(item.lease.id, item.lease.lease_token.0, end);
         }
     }
-    let accepted = end_attempts(store, &store.inner.pool, &ends, p.now).await?;
+    let plan = store.inner.debounce.plan(ends_payload(&p.items));
+    let accepted = end_attempts(
+        store,
+        &store.inner.pool,
+        &ends,
+        p.now,
+        store.plan_text(&plan),
+    )
+    .await;
+    let accepted = store.after_hot_write(plan, accepted, |a| !a.is_empty())?;
     let mut out = Vec::with_capacity(p.items.len());
     let mut counted = HashSet::new();
     let mut refused = Vec::new();
@@ -636,10 +702,10 @@ async fn waiting_queues(store: &PgStore, acc: &[(TaskId, Status)]) -> StoreResul
         store.q()
     );
     let rows = sqlx::query(AssertSqlSafe(sql))
-    .bind(&waiting)
-    .fetch_all(&store.inner.pool)
-    .await
-    .map_err(map)?;
+        .bind(&waiting)
+        .fetch_all(&store.inner.pool)
+        .await
+        .map_err(map)?;
     rows.iter()
         .map(|r| r.try_get::<String, _>(0).map_err(map))
         .collect()
@@ -647,12 +713,15 @@ async fn waiting_queues(store: &PgStore, acc: &[(TaskId, Status)]) -> StoreResul
 
 /// The current status of each of `ids` that exists.
 async fn statuses_of(store: &PgStore, ids: &[Uuid]) -> StoreResult<HashMap<Uuid, Status>> {
-    let sql = format!("SELECT id, status FROM {}.tasks WHERE id = ANY($1)", store.q());
+    let sql = format!(
+        "SELECT id, status FROM {}.tasks WHERE id = ANY($1)",
+        store.q()
+    );
     let rows = sqlx::query(AssertSqlSafe(sql))
-    .bind(ids)
-    .fetch_all(&store.inner.pool)
-    .await
-    .map_err(map)?;
+        .bind(ids)
+        .fetch_all(&store.inner.pool)
+        .await
+        .map_err(map)?;
     rows.iter()
         .map(|r| {
             let id: Uuid = r.try_get(0).map_err(map)?;
@@ -678,11 +747,11 @@ pub(crate) async fn rescue(store: &PgStore, p: &TaskRescueParams) -> StoreResult
         store.q()
     );
     let rows = sqlx::query(AssertSqlSafe(sql))
-    .bind(p.now)
-    .bind(i64::from(p.limit))
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(map)?;
+        .bind(p.now)
+        .bind(i64::from(p.limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map)?;
     if rows.is_empty() {
         return Ok(Vec::new());
     }
@@ -739,7 +808,14 @@ pub(crate) async fn rescue(store: &PgStore, p: &TaskRescueParams) -> StoreResult
             },
         );
     }
-    let accepted = end_attempts(store, &mut *tx, &ends, p.now).await?;
+    let mut note = Payload::default();
+    let rescued_ids: Vec<TaskId> = ends
+        .ids
+        .iter()
+        .map(|id| TaskId::from_bytes(*id.as_bytes()))
+        .collect();
+    note.changed(&rescued_ids).available_somewhere();
+    let accepted = end_attempts(store, &mut *tx, &ends, p.now, Some(store.payload(&note))).await?;
     tx.commit().await.map_err(map)?;
     let rescued: Vec<RescuedTask> = ends
         .ids

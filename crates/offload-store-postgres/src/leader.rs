@@ -86,7 +86,11 @@ impl Leadership {
             return false;
         };
         let sql = format!("SELECT pg_try_advisory_lock({})", self.key());
-        match sqlx::query(AssertSqlSafe(sql)).bind(name).fetch_one(conn).await {
+        match sqlx::query(AssertSqlSafe(sql))
+            .bind(name)
+            .fetch_one(conn)
+            .await
+        {
             Ok(row) => row.try_get::<bool, _>(0).unwrap_or(false),
             Err(e) => {
                 tracing::warn!(error = %e, "the leader-lock connection failed");
@@ -102,7 +106,12 @@ impl Leadership {
         held.names.remove(name);
         if let Some(conn) = held.conn.as_mut() {
             let sql = format!("SELECT pg_advisory_unlock({})", self.key());
-            if sqlx::query(AssertSqlSafe(sql)).bind(name).execute(conn).await.is_err() {
+            if sqlx::query(AssertSqlSafe(sql))
+                .bind(name)
+                .execute(conn)
+                .await
+                .is_err()
+            {
                 held.conn = None;
                 held.names.clear();
             }

@@ -3,7 +3,6 @@
 //! change locks its row (`FOR UPDATE`), checks the lifecycle, writes, and
 //! sends its notification inside the same transaction.
 
-use sqlx::AssertSqlSafe;
 use chrono::{DateTime, Utc};
 use offload_store::{
     Notification, StoreError, StoreResult, TaskAbortParams, TaskCount, TaskCountParams,
@@ -11,6 +10,7 @@ use offload_store::{
     TaskRetryParams, TaskUpdateParams, parse_cursor,
 };
 use offload_types::{Attempt, MAX_ATTEMPTS_LIMIT, Status, Task, TaskId, ValidationError};
+use sqlx::AssertSqlSafe;
 use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 
 use crate::PgStore;
@@ -26,7 +26,11 @@ const PURGE_BATCH: u64 = 1000;
 
 /// One task, or `None`.
 pub(crate) async fn get(store: &PgStore, id: TaskId) -> StoreResult<Option<Task>> {
-    let sql = format!("SELECT {} FROM {}.tasks WHERE id = $1", task_columns(""), store.q());
+    let sql = format!(
+        "SELECT {} FROM {}.tasks WHERE id = $1",
+        task_columns(""),
+        store.q()
+    );
     let row = sqlx::query(AssertSqlSafe(sql))
         .bind(uuid(id))
         .fetch_optional(&store.inner.pool)
@@ -88,11 +92,7 @@ pub(crate) async fn list(store: &PgStore, p: &TaskListParams) -> StoreResult<Tas
     }
     qb.push(" ORDER BY id DESC LIMIT ")
         .push_bind(i64::from(limit) + 1);
-    let rows = qb
-        .build()
-        .fetch_all(&store.inner.pool)
-        .await
-        .map_err(map)?;
+    let rows = qb.build().fetch_all(&store.inner.pool).await.map_err(map)?;
     let mut tasks = codec::tasks(&rows)?;
     let more = tasks.len() > limit as usize;
     tasks.truncate(limit as usize);
@@ -115,11 +115,7 @@ pub(crate) async fn count(store: &PgStore, p: &TaskCountParams) -> StoreResult<V
         " GROUP BY name, queue, status \
          ORDER BY name COLLATE \"C\", queue COLLATE \"C\", status COLLATE \"C\"",
     );
-    let rows = qb
-        .build()
-        .fetch_all(&store.inner.pool)
-        .await
-        .map_err(map)?;
+    let rows = qb.build().fetch_all(&store.inner.pool).await.map_err(map)?;
     rows.iter()
         .map(|r| {
             let status: String = r.try_get(2).map_err(map)?;
@@ -155,10 +151,7 @@ pub(crate) async fn next_run_at(
     if let Some(n) = &p.names {
         query = query.bind(n);
     }
-    let row = query
-        .fetch_one(&store.inner.pool)
-        .await
-        .map_err(map)?;
+    let row = query.fetch_one(&store.inner.pool).await.map_err(map)?;
     row.try_get(0).map_err(map)
 }
 
@@ -332,9 +325,7 @@ pub(crate) async fn update(store: &PgStore, p: &TaskUpdateParams) -> StoreResult
         store.q(),
         task_columns("")
     );
-    let max_attempts = p
-        .max_attempts
-        .map(|n| i32::try_from(n).unwrap_or(i32::MAX));
+    let max_attempts = p.max_attempts.map(|n| i32::try_from(n).unwrap_or(i32::MAX));
     let task = returning(&mut tx, &sql, |qy| {
         qy.bind(uuid(p.id))
             .bind(p.priority)

@@ -86,7 +86,8 @@ pub fn check_schema(schema: &str) -> Result<(), ValidationError> {
 /// own parameters (`schema`, `pool_size`, `acquire_timeout`), which are
 /// removed from it.
 pub(crate) fn parse_url(url: &str) -> StoreResult<(String, PgOptions)> {
-    let invalid = |message: String| StoreError::Invalid(ValidationError::new("database_url", message));
+    let invalid =
+        |message: String| StoreError::Invalid(ValidationError::new("database_url", message));
     let scheme = url.split_once("://").map(|(s, _)| s);
     if !matches!(scheme, Some("postgres" | "postgresql")) {
         return Err(invalid(format!(
@@ -105,14 +106,13 @@ pub(crate) fn parse_url(url: &str) -> StoreResult<(String, PgOptions)> {
         match key {
             "schema" => options.schema = value.to_owned(),
             "pool_size" => {
-                options.pool_size = value.parse().map_err(|_| {
-                    invalid(format!("pool_size must be a number, got {value:?}"))
-                })?;
+                options.pool_size = value
+                    .parse()
+                    .map_err(|_| invalid(format!("pool_size must be a number, got {value:?}")))?;
             }
             "acquire_timeout" => {
-                options.acquire_timeout = offload_types::parse_duration(value).map_err(|e| {
-                    invalid(format!("acquire_timeout: {e}"))
-                })?;
+                options.acquire_timeout = offload_types::parse_duration(value)
+                    .map_err(|e| invalid(format!("acquire_timeout: {e}")))?;
             }
             _ => kept.push(pair),
         }

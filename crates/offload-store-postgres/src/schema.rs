@@ -1,15 +1,16 @@
 //! Versioned migrations, applied on open under an advisory lock so several
 //! processes starting at once apply each exactly once.
 
-use sqlx::AssertSqlSafe;
 use offload_store::{StoreError, StoreResult};
+use sqlx::AssertSqlSafe;
 use sqlx::{Connection, Executor, PgConnection, Row};
 
 use crate::error::map;
 
 /// The migrations in order: (version, name, SQL with `{schema}` for the
 /// quoted schema name).
-const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] =
+    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i32 = 1;
@@ -57,9 +58,11 @@ async fn apply(conn: &mut PgConnection, schema: &str) -> StoreResult<()> {
         )));
     }
     let mut tx = conn.begin().await.map_err(map)?;
-    tx.execute(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {quoted}")))
-        .await
-        .map_err(map)?;
+    tx.execute(AssertSqlSafe(format!(
+        "CREATE SCHEMA IF NOT EXISTS {quoted}"
+    )))
+    .await
+    .map_err(map)?;
     tx.execute(AssertSqlSafe(format!(
         "CREATE TABLE IF NOT EXISTS {quoted}.offload_migrations (\
          version integer PRIMARY KEY, name text NOT NULL, \

@@ -13,8 +13,8 @@ use offload_store::{
     Notifier, NotifyHub, RescuedTask, Store, StoreError, StoreResult, TaskAbortParams,
     TaskClaimParams, TaskCount, TaskCountParams, TaskDeleteParams, TaskExportParams,
     TaskFinishParams, TaskHeartbeatParams, TaskImportParams, TaskImportResult, TaskInsertParams,
-    TaskListParams, TaskNextRunAtParams, TaskPage, TaskProgressParams, TaskPurgeParams,
-    TaskRecord, TaskRescueParams, TaskRetryParams, TaskUpdateParams,
+    TaskListParams, TaskNextRunAtParams, TaskPage, TaskProgressParams, TaskPurgeParams, TaskRecord,
+    TaskRescueParams, TaskRetryParams, TaskUpdateParams,
 };
 use offload_types::{Attempt, NewTask, Task, TaskId};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -23,7 +23,7 @@ use sqlx::{PgConnection, PgPool};
 use crate::codec::after;
 use crate::error::map;
 use crate::leader::Leadership;
-use crate::notify::{self, Payload, PgNotifier};
+use crate::notify::{self, Debounce, Payload, PgNotifier, Plan};
 use crate::options::{PgOptions, parse_url, redact};
 
 /// The PostgreSQL store. Cheap to clone (an `Arc` inside). Dropping the
@@ -59,6 +59,8 @@ pub(crate) struct Inner {
     pub(crate) instance: String,
     pub(crate) notifier: Arc<PgNotifier>,
     pub(crate) leadership: Leadership,
+    /// Spaces out the notifications of hot writes.
+    pub(crate) debounce: Arc<Debounce>,
     pub(crate) sql: crate::hot::Statements,
     describe: String,
 }
@@ -88,7 +90,13 @@ impl PgStore {
                 format!("{}: {e}", redact(url)),
             ))
         })?;
-        let connect = connect.application_name("offload");
+        // Sessions show up as "offload" in pg_stat_activity unless the URL
+        // names them (`?application_name=...`).
+        let connect = if connect.get_application_name().is_some() {
+            connect
+        } else {
+            connect.application_name("offload")
+        };
         let pool = PgPoolOptions::new()
             .max_connections(options.pool_size)
             .min_connections(0)
@@ -108,6 +116,7 @@ impl PgStore {
                 hub: NotifyHub::new(),
             }),
             leadership: Leadership::new(&schema, connect),
+            debounce: Arc::new(Debounce::default()),
             sql: crate::hot::Statements::new(&q),
             describe: format!("postgres:{}#{schema}", redact(&driver_url)),
             schema,
@@ -165,20 +174,53 @@ impl PgStore {
         crate::hot::insert(self, &mut *conn, tasks, now, false).await
     }
 
-    /// `EXPLAIN` of the claim statement (filtered to `names` when given),
-    /// one line per plan node, for tests that check its indexes.
+    /// `EXPLAIN` of the hot statements (claim, claim by names, heartbeat,
+    /// finish), one line per plan node, for tests that check their indexes.
     #[doc(hidden)]
-    pub async fn explain_claim(
-        &self,
-        queue: &str,
-        names: Option<Vec<String>>,
-    ) -> StoreResult<Vec<String>> {
-        crate::hot::explain_claim(self, queue, names).await
+    pub async fn explain_hot(&self) -> StoreResult<Vec<(&'static str, Vec<String>)>> {
+        crate::hot::explain_hot(self).await
     }
 
     /// Payload text for `pg_notify`: the instance line, then the body.
     pub(crate) fn payload(&self, p: &Payload) -> String {
         format!("{}\n{}", self.inner.instance, p.body())
+    }
+
+    /// The `pg_notify` payload argument of a hot write: the text when it
+    /// notifies inline, NULL when deferred.
+    pub(crate) fn plan_text(&self, plan: &Plan) -> Option<String> {
+        match plan {
+            Plan::Inline(p) => Some(self.payload(p)),
+            Plan::Deferred => None,
+        }
+    }
+
+    /// After a hot write: a deferred payload gets its trailing
+    /// notification; an inline one that was not sent (the write failed, or
+    /// changed no row so its statement never reached `pg_notify`) goes back
+    /// to the debouncer and out with the trailing one.
+    pub(crate) fn after_hot_write<T>(
+        &self,
+        plan: Plan,
+        result: StoreResult<T>,
+        sent: impl FnOnce(&T) -> bool,
+    ) -> StoreResult<T> {
+        match (&result, plan) {
+            (_, Plan::Deferred) => self.schedule_trailing(),
+            (Ok(v), Plan::Inline(_)) if sent(v) => {}
+            (_, Plan::Inline(p)) => {
+                self.inner.debounce.restore(p);
+                self.schedule_trailing();
+            }
+        }
+        result
+    }
+
+    /// Makes sure the debouncer's pending payload goes out.
+    pub(crate) fn schedule_trailing(&self) {
+        self.inner
+            .debounce
+            .schedule(&self.inner.pool, &self.inner.channel, &self.inner.instance);
     }
 
     /// Delivers notifications to this process's subscribers (after commit).
