@@ -90,8 +90,8 @@ async fn write_sample(path: &std::path::Path, rows: u64) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     offload_examples::init_logging();
-    let rows: u64 = std::env::args()
-        .nth(1)
+    let rows: u64 = offload_examples::positional_args()
+        .first()
         .map(|s| s.parse())
         .transpose()?
         .unwrap_or(200_000);

@@ -91,8 +91,9 @@ async fn search(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     offload_examples::init_logging();
-    let topic = std::env::args()
-        .nth(1)
+    let topic = offload_examples::positional_args()
+        .into_iter()
+        .next()
         .unwrap_or_else(|| "AI agents".to_owned());
     let base =
         offload_examples::serve(Router::new().route("/search/{engine}", get(search))).await?;

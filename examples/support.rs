@@ -4,11 +4,36 @@
 use std::future::Future;
 use std::net::SocketAddr;
 
-/// The database the examples use: `OFFLOAD_DATABASE_URL`, or
-/// `sqlite://offload-examples.db` in the working directory.
+/// The database the examples use: `--database-url URL` on the command
+/// line, else `OFFLOAD_DATABASE_URL`, else `sqlite://offload-examples.db`
+/// in the working directory. (`postgres://...` URLs work the same way.)
 pub fn database_url() -> String {
+    let mut args = std::env::args();
+    while let Some(a) = args.next() {
+        if a == "--database-url" {
+            if let Some(url) = args.next() {
+                return url;
+            }
+        } else if let Some(url) = a.strip_prefix("--database-url=") {
+            return url.to_owned();
+        }
+    }
     std::env::var("OFFLOAD_DATABASE_URL")
         .unwrap_or_else(|_| "sqlite://offload-examples.db".to_owned())
+}
+
+/// The command line's positional arguments (without `--database-url URL`).
+pub fn positional_args() -> Vec<String> {
+    let mut out = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--database-url" {
+            args.next();
+        } else if !a.starts_with("--database-url=") {
+            out.push(a);
+        }
+    }
+    out
 }
 
 /// Logs to stderr at `info` for offload, or as `RUST_LOG` says.

@@ -66,6 +66,8 @@ enum Command {
     Monitor(commands::monitor::MonitorArgs),
     /// Run the standard benchmark workloads (SPEC section 6) and print RESULT lines.
     Bench(commands::bench::BenchArgs),
+    /// Work on a whole store: `store copy --from URL --to URL`.
+    Store(commands::store::StoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -114,6 +116,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Worker(args) => commands::worker::run(args, &globals).await,
         Command::Monitor(args) => commands::monitor::run(args, &globals).await,
         Command::Bench(args) => commands::bench::run(args, &globals).await,
+        Command::Store(args) => commands::store::run(args, &globals).await,
     }
 }
 

@@ -2,8 +2,9 @@
 //! (SQLite now, PostgreSQL next). It checks the storage contract written in
 //! `docs/architecture.md` ("The storage contract"): batches, claims and their
 //! order, leases and fencing, rescue, every finish outcome, management
-//! calls, leadership, notifications, and a property test that no sequence
-//! of public operations reaches an illegal transition.
+//! calls, copying (export and import), leadership, notifications, and a
+//! property test that no sequence of public operations reaches an illegal
+//! transition.
 //!
 //! A backend hands the suite a [`Fixture`] (a fresh empty store, a second
 //! handle onto the same data, and whatever keeps them alive); the suite
@@ -38,6 +39,7 @@ pub mod lease;
 pub mod lifecycle;
 pub mod notify;
 pub mod task_claim;
+pub mod task_copy;
 pub mod task_finish;
 pub mod task_insert;
 pub mod task_manage;
@@ -139,6 +141,18 @@ macro_rules! suite {
                 purge_terminal_tasks_by_filter,
                 purge_respects_limit,
                 attempts_history_in_order,
+            }
+            task_copy {
+                export_pages_visit_every_task_once_in_id_order,
+                export_limit_out_of_range_is_invalid,
+                export_records_match_get_and_attempts,
+                import_reproduces_every_status,
+                import_after_delete_restores_same_ids,
+                import_again_skips_and_changes_nothing,
+                import_invalid_record_imports_nothing,
+                import_running_task_gets_fresh_lease_and_keeps_expiry,
+                imported_tasks_continue_their_history,
+                import_notifies_available,
             }
             leader {
                 leader_first_elect_wins,

@@ -98,6 +98,10 @@ fn check(i: usize, r: &TaskRecord) -> StoreResult<()> {
     let mut options = TaskOptions::new().queue(t.queue.clone());
     options.priority = Some(t.priority);
     options.max_attempts = Some(t.max_attempts);
+    options.metadata = Some(t.metadata.clone());
+    options.tags = t.tags.clone();
+    options.timeout = t.timeout;
+    options.retry = t.retry.clone();
     let probe = NewTask {
         id: t.id,
         name: t.name.clone(),

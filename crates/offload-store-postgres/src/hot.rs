@@ -56,14 +56,14 @@ impl Statements {
                 "UPDATE {q}.tasks t SET lease_expires_at = $3 \
                  FROM unnest($1::uuid[], $2::uuid[]) AS u(id, token) \
                  WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running' \
-                 RETURNING t.id, t.abort_requested_at IS NOT NULL"
+                 RETURNING t.id, u.token, t.abort_requested_at IS NOT NULL"
             )),
             progress: Arc::from(format!(
                 "WITH up AS (UPDATE {q}.tasks t SET progress = u.progress, updated_at = $4 \
                  FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[]) AS u(id, token, progress) \
                  WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running' \
-                 RETURNING t.id, t.abort_requested_at IS NOT NULL AS abort) \
-                 SELECT id, abort, (SELECT pg_notify($5, $6) WHERE $6 IS NOT NULL) IS NULL FROM up"
+                 RETURNING t.id, u.token, t.abort_requested_at IS NOT NULL AS abort) \
+                 SELECT id, token, abort, (SELECT pg_notify($5, $6) WHERE $6 IS NOT NULL) IS NULL FROM up"
             )),
             finish: finish_sql(q).into(),
         }
@@ -355,22 +355,32 @@ pub(crate) async fn explain_hot(store: &PgStore) -> StoreResult<Vec<(&'static st
 
 // ---------------------------------------------------------------- leases
 
-/// Per lease, in input order: live (and abort requested) or not.
-fn lease_states(ids: impl Iterator<Item = TaskId>, live: &HashMap<Uuid, bool>) -> Vec<LeaseState> {
-    ids.map(|id| {
-        let abort = live.get(&uuid(id));
-        LeaseState {
-            id,
-            live: abort.is_some(),
-            abort_requested: abort.copied().unwrap_or(false),
-        }
-    })
-    .collect()
+/// Per lease, in input order: live (and abort requested) or not. Keyed
+/// by id and token: a stale token of a live task is not live.
+fn lease_states<'a>(
+    leases: impl Iterator<Item = &'a offload_store::LeaseRef>,
+    live: &HashMap<(Uuid, Uuid), bool>,
+) -> Vec<LeaseState> {
+    leases
+        .map(|l| {
+            let abort = live.get(&(uuid(l.id), l.lease_token.0));
+            LeaseState {
+                id: l.id,
+                live: abort.is_some(),
+                abort_requested: abort.copied().unwrap_or(false),
+            }
+        })
+        .collect()
 }
 
-fn id_abort_rows(rows: &[sqlx::postgres::PgRow]) -> StoreResult<HashMap<Uuid, bool>> {
+fn id_abort_rows(rows: &[sqlx::postgres::PgRow]) -> StoreResult<HashMap<(Uuid, Uuid), bool>> {
     rows.iter()
-        .map(|r| Ok((r.try_get(0).map_err(map)?, r.try_get(1).map_err(map)?)))
+        .map(|r| {
+            Ok((
+                (r.try_get(0).map_err(map)?, r.try_get(1).map_err(map)?),
+                r.try_get(2).map_err(map)?,
+            ))
+        })
         .collect()
 }
 
@@ -392,7 +402,7 @@ pub(crate) async fn heartbeat(
         .await
         .map_err(map)?;
     let live = id_abort_rows(&rows)?;
-    Ok(lease_states(p.leases.iter().map(|l| l.id), &live))
+    Ok(lease_states(p.leases.iter(), &live))
 }
 
 /// Records progress of live leases.
@@ -429,15 +439,14 @@ pub(crate) async fn progress(
         .await;
     let rows = store.after_hot_write(plan, rows.map_err(map), |rows| !rows.is_empty())?;
     let live = id_abort_rows(&rows)?;
-    let changed: Vec<TaskId> = task_ids
-        .iter()
-        .copied()
-        .filter(|id| live.contains_key(&uuid(*id)))
+    let changed: Vec<TaskId> = live
+        .keys()
+        .map(|(id, _)| TaskId::from_bytes(*id.as_bytes()))
         .collect();
     if !changed.is_empty() {
         store.local([Notification::Changed { ids: Some(changed) }]);
     }
-    Ok(lease_states(task_ids.into_iter(), &live))
+    Ok(lease_states(p.updates.iter().map(|u| &u.lease), &live))
 }
 
 // ---------------------------------------------------------------- finish

@@ -302,7 +302,9 @@ pub(crate) async fn listen<T: Send + Sync + 'static>(
     instance: String,
     hub: NotifyHub,
     alive: Weak<T>,
+    ready: tokio::sync::oneshot::Sender<()>,
 ) {
+    let mut ready = Some(ready);
     let mut backoff = Duration::from_millis(100);
     'connect: loop {
         if alive.upgrade().is_none() {
@@ -324,6 +326,9 @@ pub(crate) async fn listen<T: Send + Sync + 'static>(
             continue;
         }
         backoff = Duration::from_millis(100);
+        if let Some(r) = ready.take() {
+            let _ = r.send(());
+        }
         // Anything sent before LISTEN took effect was missed.
         hub.send(Notification::Available { queue: None });
         hub.send(Notification::Changed { ids: None });
@@ -352,15 +357,24 @@ pub(crate) async fn listen<T: Send + Sync + 'static>(
     }
 }
 
-/// Starts [`listen`] on the current runtime.
-pub(crate) fn spawn_listener<T: Send + Sync + 'static>(
+/// How long opening a store waits for its listener's first `LISTEN`.
+const LISTEN_READY_WAIT: Duration = Duration::from_secs(5);
+
+/// Starts [`listen`] on the current runtime and waits (a bounded time)
+/// until it listens, so a subscriber that subscribes once the store is
+/// open hears every later notification of other processes.
+pub(crate) async fn spawn_listener<T: Send + Sync + 'static>(
     pool: PgPool,
     channel: String,
     instance: String,
     hub: NotifyHub,
     alive: &Arc<T>,
 ) {
-    tokio::spawn(listen(pool, channel, instance, hub, Arc::downgrade(alive)));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(listen(pool, channel, instance, hub, Arc::downgrade(alive), tx));
+    if tokio::time::timeout(LISTEN_READY_WAIT, rx).await.is_err() {
+        tracing::warn!("the notification listener is not connected yet; it keeps trying");
+    }
 }
 
 #[cfg(test)]

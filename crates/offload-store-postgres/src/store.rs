@@ -128,7 +128,8 @@ impl PgStore {
             inner.instance.clone(),
             inner.notifier.hub.clone(),
             &inner,
-        );
+        )
+        .await;
         Ok(Self { inner })
     }
 

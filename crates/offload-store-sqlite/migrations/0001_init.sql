@@ -58,10 +58,9 @@ CREATE TABLE tasks (
 
 -- The claim: ready tasks of one queue in claim order. Partial, so it only
 -- ever holds pending rows however many finished rows the table keeps.
--- name and ended_outcome (after id, so they do not change the order) let
--- a claim filter by name and find tasks with an ended attempt to write
--- out without reading their rows.
-CREATE INDEX tasks_pending ON tasks (queue, priority DESC, run_at, id, name, ended_outcome)
+-- name (after id, so it does not change the order) lets a claim filter
+-- by task name without reading the rows it skips.
+CREATE INDEX tasks_pending ON tasks (queue, priority DESC, run_at, id, name)
     WHERE status = 'pending';
 
 -- Promotion of due scheduled tasks, and next_run_at.

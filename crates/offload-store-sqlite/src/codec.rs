@@ -8,10 +8,10 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use offload_store::StoreError;
+use offload_store::{StoreError, TaskRecord};
 use offload_types::{
     Attempt, AttemptOutcome, DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, DEFAULT_QUEUE, LeaseToken,
-    NewTask, Status, Task, TaskErrorRecord, TaskId,
+    NewTask, Status, Task, TaskErrorRecord, TaskId, TaskOptions, ValidationError,
 };
 use rusqlite::Row;
 use uuid::Uuid;
@@ -25,12 +25,13 @@ pub(crate) const TASK_COLUMNS: &str = "id, name, queue, input, status, output, e
      abort_requested_at, worker_id, lease_token, lease_expires_at, created_at, started_at, \
      finished_at, updated_at, rid";
 
-/// The columns a claim reads back (its `RETURNING` list), in the order
-/// [`RawClaimed::from_row`] reads them: what a claimed task's row holds
-/// that the claim did not set itself.
-pub(crate) const CLAIM_COLUMNS: &str = "rid, lease_token, id, name, input, output, error, \
-     priority, attempt, max_attempts, run_at, timeout_ms, retry, tags, metadata, \
-     abort_requested_at, created_at";
+/// What a claim reads of each task it takes, in the order
+/// [`RawClaimed::from_row`] reads them: what the row holds that the claim
+/// does not set itself, as it will be once leased (the next attempt; the
+/// lease token, drawn afterwards, is a placeholder).
+pub(crate) const CLAIM_COLUMNS: &str = "rid, 0, id, name, input, output, error, priority, \
+     attempt + 1, max_attempts, run_at, timeout_ms, retry, tags, metadata, abort_requested_at, \
+     created_at";
 
 /// A lease as the store keeps it: the public [`LeaseToken`] is the task
 /// row's `rid` (8 bytes, big-endian) followed by the attempt's random
@@ -181,6 +182,11 @@ impl RawTask {
         TaskId::from_bytes(self.id)
     }
 
+    /// The task's row.
+    pub(crate) fn rid(&self) -> i64 {
+        self.rid
+    }
+
     /// Parses the row into a [`Task`].
     pub(crate) fn into_task(self) -> Result<Task, StoreError> {
         let status = status(&self.status)?;
@@ -224,9 +230,9 @@ pub(crate) fn into_tasks(raw: Vec<RawTask>) -> Result<Vec<Task>, StoreError> {
     raw.into_iter().map(RawTask::into_task).collect()
 }
 
-/// A claimed task's row as the claim reads it back ([`CLAIM_COLUMNS`]):
-/// only what the claim did not set itself. The rest (status, queue,
-/// worker, lease expiry, start) is the claim's own arguments, filled in by
+/// A claimed task's row as the claim reads it ([`CLAIM_COLUMNS`]): only
+/// what the claim did not set itself. The rest (status, queue, worker,
+/// lease expiry, start) is the claim's own arguments, filled in by
 /// [`RawClaimed::into_task`] on the caller's thread.
 #[derive(Debug, Clone)]
 pub(crate) struct RawClaimed {
@@ -293,9 +299,14 @@ impl RawClaimed {
         })
     }
 
-    /// The claim order: priority (higher first), then `run_at`, then id.
-    pub(crate) fn claim_order(&self) -> (std::cmp::Reverse<i64>, i64, [u8; 16]) {
-        (std::cmp::Reverse(self.priority), self.run_at, self.id)
+    /// The task's row.
+    pub(crate) fn rid(&self) -> i64 {
+        self.rid
+    }
+
+    /// Sets the lease token the claim drew.
+    pub(crate) fn set_lease_token(&mut self, token: i64) {
+        self.lease_token = token;
     }
 
     /// Parses the row into the claimed [`Task`].
@@ -432,6 +443,155 @@ impl NewRow {
                 Some(m) => json(m)?,
                 None => "{}".to_owned(),
             },
+        })
+    }
+}
+
+/// One ended attempt of an imported task, in stored form: its
+/// `task_attempts` row ([`ATTEMPT_COLUMNS`]).
+#[derive(Debug, Clone)]
+pub(crate) struct ImportAttempt {
+    pub(crate) attempt: i64,
+    pub(crate) worker_id: String,
+    pub(crate) started_at: i64,
+    pub(crate) finished_at: i64,
+    pub(crate) outcome: &'static str,
+    pub(crate) error: Option<String>,
+}
+
+/// A validated [`TaskRecord`] in stored form, prepared on the caller's
+/// thread: the task row as the record gives it (a running task's lease
+/// token is drawn when it is written), and every ended attempt as a
+/// `task_attempts` row. The running attempt of a running task is the
+/// row's own `attempt`, `worker_id` and `started_at` (see the schema), so
+/// it needs no row.
+#[derive(Debug, Clone)]
+pub(crate) struct ImportRow {
+    pub(crate) id: [u8; 16],
+    pub(crate) name: String,
+    pub(crate) queue: String,
+    pub(crate) input: String,
+    pub(crate) status: Status,
+    pub(crate) output: Option<String>,
+    pub(crate) error: Option<String>,
+    pub(crate) progress: Option<String>,
+    pub(crate) priority: i64,
+    pub(crate) attempt: i64,
+    pub(crate) max_attempts: i64,
+    pub(crate) run_at: i64,
+    pub(crate) timeout_ms: Option<i64>,
+    pub(crate) retry: Option<String>,
+    pub(crate) tags: String,
+    pub(crate) metadata: String,
+    pub(crate) abort_requested_at: Option<i64>,
+    pub(crate) worker_id: Option<String>,
+    pub(crate) lease_expires_at: Option<i64>,
+    pub(crate) created_at: i64,
+    pub(crate) started_at: Option<i64>,
+    pub(crate) finished_at: Option<i64>,
+    pub(crate) updated_at: i64,
+    pub(crate) ended: Vec<ImportAttempt>,
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> StoreError {
+    StoreError::Invalid(ValidationError::new(field, message))
+}
+
+impl ImportRow {
+    /// Checks `record` (the rules of an insert for name, queue, tags,
+    /// metadata, timeout and retry policy; a history a store can hold) and
+    /// encodes it.
+    pub(crate) fn prepare(record: &TaskRecord) -> Result<Self, StoreError> {
+        let t = &record.task;
+        let mut options = TaskOptions::new().queue(t.queue.clone());
+        // A store keeps whole milliseconds: a sub-millisecond timeout it
+        // accepted reads back as 0, which an insert would refuse.
+        options.timeout = t.timeout.filter(|d| !d.is_zero());
+        options.retry = t.retry.clone();
+        options.tags = t.tags.clone();
+        options.metadata = Some(t.metadata.clone());
+        NewTask {
+            id: t.id,
+            name: t.name.clone(),
+            input: serde_json::Value::Null,
+            options,
+        }
+        .validate()?;
+        if t.max_attempts == 0 {
+            return Err(invalid("max_attempts", "must be at least 1, got 0"));
+        }
+        let running = t.status == Status::Running;
+        if running {
+            for (field, missing) in [
+                ("lease_expires_at", t.lease_expires_at.is_none()),
+                ("worker_id", t.worker_id.is_none()),
+                ("started_at", t.started_at.is_none()),
+            ] {
+                if missing {
+                    return Err(invalid(field, "a running task needs one"));
+                }
+            }
+        }
+        let mut ended = Vec::with_capacity(record.attempts.len());
+        for (i, a) in record.attempts.iter().enumerate() {
+            let last = i + 1 == record.attempts.len();
+            if a.outcome == AttemptOutcome::Running {
+                if running && last {
+                    // The row's own fields are the running attempt.
+                    continue;
+                }
+                return Err(invalid(
+                    "attempts",
+                    format!(
+                        "attempt {i} is running, but only the last attempt of a running task can be"
+                    ),
+                ));
+            }
+            let Some(finished_at) = a.finished_at else {
+                return Err(invalid(
+                    "attempts",
+                    format!(
+                        "attempt {i} ended ({}) but has no finished_at",
+                        a.outcome.as_str()
+                    ),
+                ));
+            };
+            ended.push(ImportAttempt {
+                attempt: i64::from(a.attempt),
+                worker_id: a.worker_id.clone(),
+                started_at: micros(a.started_at),
+                finished_at: micros(finished_at),
+                outcome: a.outcome.as_str(),
+                error: a.error.as_ref().map(json).transpose()?,
+            });
+        }
+        Ok(Self {
+            id: *t.id.as_bytes(),
+            name: t.name.clone(),
+            queue: t.queue.clone(),
+            input: json(&t.input)?,
+            status: t.status,
+            output: t.output.as_ref().map(json).transpose()?,
+            error: t.error.as_ref().map(json).transpose()?,
+            progress: t.progress.as_ref().map(json).transpose()?,
+            priority: i64::from(t.priority),
+            attempt: i64::from(t.attempt),
+            max_attempts: i64::from(t.max_attempts),
+            run_at: micros(t.run_at),
+            timeout_ms: t
+                .timeout
+                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            retry: t.retry.as_ref().map(json).transpose()?,
+            tags: json(&t.tags)?,
+            metadata: json(&t.metadata)?,
+            abort_requested_at: t.abort_requested_at.map(micros),
+            worker_id: t.worker_id.clone(),
+            lease_expires_at: t.lease_expires_at.map(micros),
+            created_at: micros(t.created_at),
+            started_at: t.started_at.map(micros),
+            finished_at: t.finished_at.map(micros),
+            updated_at: micros(t.updated_at),
+            ended,
         })
     }
 }

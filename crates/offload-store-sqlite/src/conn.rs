@@ -141,6 +141,40 @@ fn apply_common_pragmas(conn: &Connection, options: &SqliteOptions) -> rusqlite:
     Ok(())
 }
 
+/// Switches the connection to WAL mode and returns the journal mode SQLite
+/// reports afterwards.
+///
+/// Leaving the rollback journal of a fresh file writes its header under
+/// an exclusive lock, which SQLite asks for while the pragma already holds
+/// a read transaction on the file. A connection that upgrades a read
+/// transaction is never given to the busy handler (two such connections
+/// waiting for each other would deadlock): while another connection
+/// holds even a shared lock, the pragma fails at once with `SQLITE_BUSY`.
+/// That is the normal case when two processes open a new database at the
+/// same moment (a worker and an `enqueue` started together): one reads
+/// the empty schema, or switches too, while the other switches. So the
+/// switch is retried, like any other lock, until the busy timeout.
+fn switch_to_wal(conn: &Connection, timeout: Duration) -> rusqlite::Result<String> {
+    let started = Instant::now();
+    let mut tries: u32 = 0;
+    loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)) {
+            Err(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                    && started.elapsed() < timeout =>
+            {
+                tries = tries.saturating_add(1);
+                std::thread::sleep(if tries < 20 {
+                    Duration::from_micros(50)
+                } else {
+                    Duration::from_millis(1)
+                });
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Opens the write connection: checks the file, refuses foreign or newer
 /// databases untouched, switches to WAL and applies pending migrations.
 /// Runs on the calling (blocking) thread.
@@ -155,9 +189,7 @@ pub(crate) fn open_writer(path: &Path, options: &SqliteOptions) -> Result<Connec
     apply_common_pragmas(&conn, options).map_err(|e| open_error(path, e))?;
     // Read-only inspection first: nothing is written to a file we refuse.
     schema::inspect(&conn, path)?;
-    let mode: String = conn
-        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-        .map_err(|e| open_error(path, e))?;
+    let mode = switch_to_wal(&conn, options.busy_timeout).map_err(|e| open_error(path, e))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(unavailable(
             path,

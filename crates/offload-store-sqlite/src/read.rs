@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use offload_store::{StoreError, StoreResult, TaskCount, TaskFilter};
-use rusqlite::Connection;
 use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension};
 use tokio::sync::Semaphore;
 
 use crate::codec::{
@@ -209,36 +209,82 @@ pub(crate) fn count(conn: &Connection, w: &Where) -> StoreResult<Vec<TaskCount>>
     Ok(out)
 }
 
+/// Runs `f` inside one read transaction, so every statement it runs sees
+/// the same snapshot; the transaction ends however `f` does (the
+/// connection goes back to the pool).
+fn snapshot<T>(conn: &Connection, f: impl FnOnce() -> StoreResult<T>) -> StoreResult<T> {
+    conn.execute_batch("BEGIN").map_err(map)?;
+    let result = f();
+    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    let ended = conn.execute_batch(end).map_err(map);
+    let value = result?;
+    ended.map(|()| value)
+}
+
 /// A task's attempts, oldest first; `None` when the task does not exist.
-///
-/// The written history (`task_attempts`), then what the task row holds
-/// (see the schema): its last ended attempt not yet written out, and its
-/// running attempt. One statement, so all come from one snapshot.
 pub(crate) fn attempts(conn: &Connection, id: [u8; 16]) -> StoreResult<Option<Vec<RawAttempt>>> {
-    let exists = conn
-        .prepare_cached("SELECT 1 FROM tasks WHERE id = ?1")
-        .and_then(|mut s| s.exists([id]))
-        .map_err(map)?;
-    if !exists {
-        return Ok(None);
-    }
+    snapshot(conn, || {
+        let rid: Option<i64> = conn
+            .prepare_cached("SELECT rid FROM tasks WHERE id = ?1")
+            .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+            .map_err(map)?;
+        rid.map(|rid| attempts_of(conn, rid)).transpose()
+    })
+}
+
+/// The attempts of the task of row `rid`, oldest first: the written
+/// history (`task_attempts`), then what the task row holds (see the
+/// schema): its last ended attempt not yet written out, and its running
+/// attempt.
+fn attempts_of(conn: &Connection, rid: i64) -> StoreResult<Vec<RawAttempt>> {
     let mut stmt = conn
         .prepare_cached(&format!(
-            "SELECT {ATTEMPT_COLUMNS}, seq FROM task_attempts \
-             WHERE task = (SELECT rid FROM tasks WHERE id = ?1) \
+            "SELECT {ATTEMPT_COLUMNS}, seq FROM task_attempts WHERE task = ?1 \
              UNION ALL \
              SELECT {ENDED_ATTEMPT_COLUMNS}, history FROM tasks \
-             WHERE id = ?1 AND ended_outcome IS NOT NULL \
+             WHERE rid = ?1 AND ended_outcome IS NOT NULL \
              UNION ALL \
              SELECT attempt, worker_id, started_at, NULL, 'running', NULL, history + 1 FROM tasks \
-             WHERE id = ?1 AND status = 'running' \
+             WHERE rid = ?1 AND status = 'running' \
              ORDER BY 7"
         ))
         .map_err(map)?;
-    let rows = stmt.query_map([id], RawAttempt::from_row).map_err(map)?;
-    rows.collect::<rusqlite::Result<Vec<_>>>()
-        .map(Some)
-        .map_err(map)
+    let rows = stmt.query_map([rid], RawAttempt::from_row).map_err(map)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map)
+}
+
+/// Up to `limit` tasks with ids above `after`, in id order, each with its
+/// attempts, from one snapshot.
+pub(crate) fn export(
+    conn: &Connection,
+    after: Option<[u8; 16]>,
+    limit: u32,
+) -> StoreResult<Vec<(RawTask, Vec<RawAttempt>)>> {
+    snapshot(conn, || {
+        // Every id is 16 bytes, so each sorts after the empty blob.
+        let after: Vec<u8> = after.map(|a| a.to_vec()).unwrap_or_default();
+        let tasks = {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {TASK_COLUMNS} FROM tasks WHERE id > ?1 ORDER BY id LIMIT ?2 + 0"
+                ))
+                .map_err(map)?;
+            let rows = stmt
+                .query_map(
+                    rusqlite::params![after, i64::from(limit)],
+                    RawTask::from_row,
+                )
+                .map_err(map)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map)?
+        };
+        tasks
+            .into_iter()
+            .map(|task| {
+                let attempts = attempts_of(conn, task.rid())?;
+                Ok((task, attempts))
+            })
+            .collect()
+    })
 }
 
 /// The earliest `run_at` of a scheduled task of `queue` (and `names`,

@@ -10,11 +10,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use offload_store::{
     Capabilities, FinishOutcome, FinishResult, LeaderElectParams, LeaderResignParams, LeaseState,
-    Notifier, NotifyHub, RescuedTask, Store, StoreError, StoreResult, TaskAbortParams,
-    TaskClaimParams, TaskCount, TaskCountParams, TaskDeleteParams, TaskFinishParams,
-    TaskHeartbeatParams, TaskInsertParams, TaskListParams, TaskNextRunAtParams, TaskPage,
-    TaskProgressParams, TaskPurgeParams, TaskRescueParams, TaskRetryParams, TaskUpdateParams,
-    parse_cursor,
+    MAX_EXPORT_PAGE, Notifier, NotifyHub, RescuedTask, Store, StoreError, StoreResult,
+    TaskAbortParams, TaskClaimParams, TaskCount, TaskCountParams, TaskDeleteParams,
+    TaskExportParams, TaskFinishParams, TaskHeartbeatParams, TaskImportParams, TaskImportResult,
+    TaskInsertParams, TaskListParams, TaskNextRunAtParams, TaskPage, TaskProgressParams,
+    TaskPurgeParams, TaskRecord, TaskRescueParams, TaskRetryParams, TaskUpdateParams, parse_cursor,
 };
 use offload_types::{
     Attempt, AttemptOutcome, MAX_ATTEMPTS_LIMIT, Status, Task, TaskId, ValidationError,
@@ -22,7 +22,9 @@ use offload_types::{
 use rusqlite::types::Value;
 
 use crate::checkpoint::{Checkpointer, FALLBACK_AUTOCHECKPOINT};
-use crate::codec::{ClaimedAs, Lease, NewRow, RawAttempt, after, into_tasks, json, micros, time};
+use crate::codec::{
+    ClaimedAs, ImportRow, Lease, NewRow, RawAttempt, after, into_tasks, json, micros, time,
+};
 use crate::options::{SqliteOptions, parse_url};
 use crate::read::{self, Readers, Where};
 use crate::wake::{Broadcaster, SqliteNotifier, WakeShared};
@@ -170,9 +172,8 @@ impl SqliteStore {
                 let mut stmt = conn
                     .prepare(&format!("EXPLAIN QUERY PLAN {select}"))
                     .map_err(crate::error::map)?;
-                let (limit, worker, expires, now) = (100i64, "w".to_owned(), 0i64, 0i64);
-                let mut values: Vec<&dyn rusqlite::ToSql> =
-                    vec![&queue, &limit, &worker, &expires, &now];
+                let limit = 100i64;
+                let mut values: Vec<&dyn rusqlite::ToSql> = vec![&queue, &limit];
                 if let Some(names) = &names {
                     values.extend(names.iter().map(|n| n as &dyn rusqlite::ToSql));
                 }
@@ -301,6 +302,10 @@ impl Store for SqliteStore {
 
     fn describe(&self) -> String {
         format!("sqlite:{}", self.inner.path.display())
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 
     async fn leader_attempt_elect(&self, params: &LeaderElectParams) -> StoreResult<bool> {
@@ -589,6 +594,65 @@ impl Store for SqliteStore {
             .into_iter()
             .map(|(id, status)| RescuedTask { id, status })
             .collect())
+    }
+
+    async fn task_export(&self, params: &TaskExportParams) -> StoreResult<Vec<TaskRecord>> {
+        let limit = params.limit;
+        if !(1..=MAX_EXPORT_PAGE).contains(&limit) {
+            return Err(StoreError::Invalid(ValidationError::new(
+                "limit",
+                format!("must be between 1 and {MAX_EXPORT_PAGE}, got {limit}"),
+            )));
+        }
+        let after = params.after.map(|id| *id.as_bytes());
+        let raw = self
+            .inner
+            .readers
+            .run(move |conn| read::export(conn, after, limit))
+            .await?;
+        raw.into_iter()
+            .map(|(task, attempts)| {
+                Ok(TaskRecord {
+                    task: task.into_task()?,
+                    attempts: attempts
+                        .into_iter()
+                        .map(RawAttempt::into_attempt)
+                        .collect::<StoreResult<_>>()?,
+                })
+            })
+            .collect()
+    }
+
+    async fn task_import(&self, params: &TaskImportParams) -> StoreResult<TaskImportResult> {
+        if params.records.is_empty() {
+            return Ok(TaskImportResult::default());
+        }
+        let mut rows = Vec::with_capacity(params.records.len());
+        let mut seen = std::collections::HashSet::with_capacity(params.records.len());
+        for (i, record) in params.records.iter().enumerate() {
+            let id = record.task.id;
+            let row = ImportRow::prepare(record).map_err(|e| match e {
+                StoreError::Invalid(v) => StoreError::Invalid(ValidationError::new(
+                    v.field,
+                    format!(
+                        "{} (record {i}, task {id}; nothing was imported)",
+                        v.message
+                    ),
+                )),
+                other => other,
+            })?;
+            if !seen.insert(id) {
+                return Err(StoreError::Conflict(format!(
+                    "task id {id} appears twice in the import; nothing was imported"
+                )));
+            }
+            rows.push(row);
+        }
+        let weight = rows.iter().map(|r| 1 + r.ended.len()).sum();
+        let (inserted, skipped) = self
+            .write(weight, move |ctx| write::import(ctx, &rows))
+            .await?;
+        Ok(TaskImportResult { inserted, skipped })
     }
 
     async fn task_retry(&self, params: &TaskRetryParams) -> StoreResult<Task> {

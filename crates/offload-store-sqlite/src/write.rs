@@ -17,8 +17,8 @@ use rusqlite::types::Value;
 use rusqlite::{CachedStatement, Connection, OptionalExtension, ToSql};
 
 use crate::codec::{
-    ATTEMPT_COLUMNS, CLAIM_COLUMNS, ClaimedAs, ENDED_ATTEMPT_COLUMNS, Lease, NewRow, RawClaimed,
-    RawTask, TASK_COLUMNS, error_record, json, micros,
+    ATTEMPT_COLUMNS, CLAIM_COLUMNS, ClaimedAs, ENDED_ATTEMPT_COLUMNS, ImportRow, Lease, NewRow,
+    RawClaimed, RawTask, TASK_COLUMNS, error_record, json, micros,
 };
 use crate::error::map;
 use crate::read::Where;
@@ -196,119 +196,84 @@ pub(crate) struct ClaimArgs {
 const PROMOTE_SQL: &str = "UPDATE tasks SET status = 'pending', updated_at = ?2 \
      WHERE status = 'scheduled' AND queue = ?1 AND run_at <= ?2";
 
-/// The last ended attempt a task row holds as its `task_attempts` row
-/// (see [`ENDED_ATTEMPT_COLUMNS`]), in the column order of
-/// [`INSERT_ATTEMPT`].
-static ENDED_ATTEMPT: LazyLock<String> =
-    LazyLock::new(|| format!("rid, history, {ENDED_ATTEMPT_COLUMNS}"));
-
-static INSERT_ATTEMPT: LazyLock<String> =
-    LazyLock::new(|| format!("INSERT INTO task_attempts (task, seq, {ATTEMPT_COLUMNS})"));
-
-/// What a statement that writes out a row's ended attempt sets on it.
-const ENDED_WRITTEN: &str =
-    "history = history + (ended_outcome IS NOT NULL), ended_outcome = NULL, ended_at = NULL";
-
-/// Writes out the ended attempt the task row `rid` holds, if any, before
-/// something overwrites its fields.
+/// Writes out the ended attempt the task row `rid` holds, if any, as its
+/// `task_attempts` row ([`ENDED_ATTEMPT_COLUMNS`]), before something
+/// overwrites its fields (see the schema).
 fn write_out_ended(conn: &Connection, rid: i64) -> StoreResult<()> {
     static SQL: LazyLock<String> = LazyLock::new(|| {
         format!(
-            "{} SELECT {} FROM tasks WHERE rid = ?1 AND ended_outcome IS NOT NULL",
-            *INSERT_ATTEMPT, *ENDED_ATTEMPT
+            "INSERT INTO task_attempts (task, seq, {ATTEMPT_COLUMNS}) \
+             SELECT rid, history, {ENDED_ATTEMPT_COLUMNS} FROM tasks \
+             WHERE rid = ?1 AND ended_outcome IS NOT NULL"
         )
     });
     if exec(conn, &SQL, &[&rid])? > 0 {
         exec(
             conn,
-            &format!("UPDATE tasks SET {ENDED_WRITTEN} WHERE rid = ?1"),
+            "UPDATE tasks SET history = history + 1, ended_outcome = NULL, ended_at = NULL \
+             WHERE rid = ?1",
             &[&rid],
         )?;
     }
     Ok(())
 }
 
-/// The ready tasks of a claim, in claim order: `columns` of up to `?2`
-/// pending tasks of queue `?1`, of the `names` task names bound from
-/// `?first_name` on (`None`: any name), so a worker's claims reuse one
-/// prepared statement. The pending index covers it (see the schema).
+/// The claim's read: up to `?2` pending tasks of queue `?1` in claim
+/// order, of the `names` task names bound from `?3` on (`None`: any name,
+/// and one prepared statement per name count): what the caller needs of
+/// them ([`CLAIM_COLUMNS`]) and whether each holds an ended attempt to
+/// write out first (a retry). The pending index yields them in order and
+/// checks the names without reading rows it skips.
 ///
 /// Every `LIMIT` in this crate is written `LIMIT ? + 0`: SQLite's planner
 /// peeks at a plain bound `LIMIT ?` and then re-prepares the statement on
 /// every execution, which costs more than the query itself.
-fn claim_select_sql(columns: &str, names: Option<usize>, first_name: usize) -> String {
+pub(crate) fn claim_sql(names: Option<usize>) -> String {
     let names = match names {
         None => String::new(),
         Some(n) => {
-            let marks: Vec<String> = (0..n).map(|i| format!("?{}", first_name + i)).collect();
+            let marks: Vec<String> = (0..n).map(|i| format!("?{}", 3 + i)).collect();
             format!(" AND name IN ({})", marks.join(", "))
         }
     };
     format!(
-        "SELECT {columns} FROM tasks WHERE status = 'pending' AND queue = ?1{names} \
+        "SELECT {CLAIM_COLUMNS}, ended_outcome IS NOT NULL FROM tasks \
+         WHERE status = 'pending' AND queue = ?1{names} \
          ORDER BY priority DESC, run_at, id LIMIT ?2 + 0"
     )
 }
 
-/// The claim, step 1: writes out the ended attempts the selected tasks
-/// hold (retries; a first attempt has none, and then this only reads the
-/// index). `?1` queue, `?2` limit, `?3..` names.
-fn claim_write_out_sql(names: Option<usize>) -> String {
-    format!(
-        "{} SELECT {} FROM tasks WHERE rid IN (SELECT rid FROM ({}) WHERE ended IS NOT NULL)",
-        *INSERT_ATTEMPT,
-        *ENDED_ATTEMPT,
-        claim_select_sql("rid, ended_outcome AS ended", names, 3)
-    )
-}
+/// The column of [`claim_sql`] that says whether the task holds an ended
+/// attempt.
+const CLAIM_ENDED: usize = 17;
 
-/// The claim, step 2: one statement that leases the same selection
-/// (`?3` worker, `?4` lease expiry, `?5` now, `?6..` names) and returns
-/// what the caller needs of the tasks ([`CLAIM_COLUMNS`]). Each attempt's
-/// lease token is a fresh `random()`; the running attempt needs no row of
-/// its own (see the schema).
-pub(crate) fn claim_sql(names: Option<usize>) -> String {
-    format!(
-        "UPDATE tasks SET status = 'running', attempt = attempt + 1, worker_id = ?3, \
-         lease_token = random(), lease_expires_at = ?4, started_at = ?5, updated_at = ?5, \
-         progress = NULL, {ENDED_WRITTEN} \
-         WHERE rid IN ({}) RETURNING {CLAIM_COLUMNS}",
-        claim_select_sql("rid", names, 6)
-    )
-}
+/// The claim's write, per task: its lease (`?1` rid, `?2` worker, `?3`
+/// token, `?4` lease expiry, `?5` now). The running attempt needs no row
+/// of its own (see the schema). One cached statement per task costs the
+/// writer less than one set-based statement whose `RETURNING` rows SQLite
+/// buffers in a temporary table.
+const CLAIM_TAKE_SQL: &str = "UPDATE tasks SET status = 'running', attempt = attempt + 1, \
+     worker_id = ?2, lease_token = ?3, lease_expires_at = ?4, started_at = ?5, updated_at = ?5, \
+     progress = NULL WHERE rid = ?1";
 
-/// The two statements of a claim: writing out ended attempts, taking the
-/// tasks.
-struct ClaimStatements {
-    write_out: String,
-    take: String,
-}
-
-/// The claim statements for `names` task names, built once per name count
-/// on the writer thread (the text is also the statement cache's key).
-fn claim_statements(names: Option<usize>) -> Rc<ClaimStatements> {
+/// [`claim_sql`] for `names` task names, built once per name count on
+/// the writer thread (the text is also the statement cache's key).
+fn claim_statement(names: Option<usize>) -> Rc<str> {
     thread_local! {
-        static BUILT: RefCell<HashMap<Option<usize>, Rc<ClaimStatements>>> =
-            RefCell::new(HashMap::new());
+        static BUILT: RefCell<HashMap<Option<usize>, Rc<str>>> = RefCell::new(HashMap::new());
     }
     BUILT.with(|built| {
         built
             .borrow_mut()
             .entry(names)
-            .or_insert_with(|| {
-                Rc::new(ClaimStatements {
-                    write_out: claim_write_out_sql(names),
-                    take: claim_sql(names),
-                })
-            })
+            .or_insert_with(|| Rc::from(claim_sql(names)))
             .clone()
     })
 }
 
-/// Promotes due scheduled tasks, then leases up to `limit` pending ones.
-/// Both claim statements select the same tasks: the selection is fully
-/// ordered (the id breaks ties) and nothing else changes `tasks` between
-/// them.
+/// Promotes due scheduled tasks, then leases up to `limit` pending ones:
+/// reads them, then leases each with a fresh random token, first writing
+/// out the ended attempt a retried task holds.
 pub(crate) fn claim(ctx: &mut WriteCtx<'_>, a: &ClaimArgs) -> StoreResult<Vec<RawClaimed>> {
     let conn = ctx.conn;
     let set = &a.set;
@@ -321,32 +286,40 @@ pub(crate) fn claim(ctx: &mut WriteCtx<'_>, a: &ClaimArgs) -> StoreResult<Vec<Ra
     }
     let limit = i64::from(a.limit);
     let names: &[String] = a.names.as_deref().unwrap_or_default();
-    let statements = claim_statements(a.names.as_ref().map(Vec::len));
-    let (write_out_sql, take_sql) = (&statements.write_out, &statements.take);
-    let mut values: Vec<&dyn ToSql> = Vec::with_capacity(5 + names.len());
+    let sql = claim_statement(a.names.as_ref().map(Vec::len));
+    let mut values: Vec<&dyn ToSql> = Vec::with_capacity(2 + names.len());
     values.extend([&set.queue as &dyn ToSql, &limit]);
     values.extend(names.iter().map(|n| n as &dyn ToSql));
-    exec(conn, write_out_sql, &values)?;
-    values.truncate(2);
-    values.extend([
-        &set.worker_id as &dyn ToSql,
-        &set.lease_expires_at,
-        &set.now,
-    ]);
-    values.extend(names.iter().map(|n| n as &dyn ToSql));
-    let mut tasks = {
-        let mut s = stmt(conn, take_sql)?;
+    let mut tasks: Vec<(RawClaimed, bool)> = {
+        let mut s = stmt(conn, &sql)?;
         let rows = s
-            .query_map(values.as_slice(), RawClaimed::from_row)
+            .query_map(values.as_slice(), |r| {
+                Ok((RawClaimed::from_row(r)?, r.get::<_, bool>(CLAIM_ENDED)?))
+            })
             .map_err(map)?;
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map)?
     };
-    tasks.sort_unstable_by_key(RawClaimed::claim_order);
+    let mut take = stmt(conn, CLAIM_TAKE_SQL)?;
+    for (task, ended) in &mut tasks {
+        if *ended {
+            write_out_ended(conn, task.rid())?;
+        }
+        let token: i64 = rand::random();
+        take.execute(rusqlite::params![
+            task.rid(),
+            set.worker_id,
+            token,
+            set.lease_expires_at,
+            set.now
+        ])
+        .map_err(map)?;
+        task.set_lease_token(token);
+    }
     // More became due than this claim took: wake the other claimers.
     if promoted > 0 && tasks.len() >= a.limit as usize {
         ctx.notes.available(&set.queue);
     }
-    Ok(tasks)
+    Ok(tasks.into_iter().map(|(t, _)| t).collect())
 }
 
 // ---------------------------------------------------------------- leases
@@ -799,6 +772,90 @@ pub(crate) fn purge_batch(ctx: &mut WriteCtx<'_>, w: &Where, limit: u32) -> Stor
     Ok(rows.len() as u64)
 }
 
+// ---------------------------------------------------------------- copy
+
+/// The task row of an import, every column as given (`?24`: the running
+/// attempt's lease token, NULL for a task that is not running).
+const IMPORT_TASK_SQL: &str = "INSERT INTO tasks (id, name, queue, input, status, output, error, \
+     progress, priority, attempt, max_attempts, run_at, timeout_ms, retry, tags, metadata, \
+     abort_requested_at, worker_id, lease_expires_at, created_at, started_at, finished_at, \
+     updated_at, lease_token, history) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+     ?19, ?20, ?21, ?22, ?23, ?24, ?25)";
+
+/// One ended attempt of an imported task.
+const IMPORT_ATTEMPT_SQL: &str = "INSERT INTO task_attempts (task, seq, attempt, worker_id, \
+     started_at, finished_at, outcome, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+/// Writes imported tasks as they are, skipping ids present already;
+/// returns how many were written and skipped. The history goes to
+/// `task_attempts` whole (the row holds no ended attempt), so the store's
+/// later writes (claims, aborts) find the row as they expect.
+pub(crate) fn import(ctx: &mut WriteCtx<'_>, rows: &[ImportRow]) -> StoreResult<(u64, u64)> {
+    let conn = ctx.conn;
+    let (mut inserted, mut skipped) = (0u64, 0u64);
+    let mut task = stmt(conn, IMPORT_TASK_SQL)?;
+    let mut attempt = stmt(conn, IMPORT_ATTEMPT_SQL)?;
+    for r in rows {
+        if status_of(conn, r.id)?.is_some() {
+            skipped += 1;
+            continue;
+        }
+        // A fresh token: whoever held the lease on the source cannot
+        // reach this store.
+        let token = (r.status == Status::Running).then(rand::random::<i64>);
+        let history = i64::try_from(r.ended.len()).unwrap_or(i64::MAX);
+        task.execute(rusqlite::params![
+            r.id,
+            r.name,
+            r.queue,
+            r.input,
+            r.status.as_str(),
+            r.output,
+            r.error,
+            r.progress,
+            r.priority,
+            r.attempt,
+            r.max_attempts,
+            r.run_at,
+            r.timeout_ms,
+            r.retry,
+            r.tags,
+            r.metadata,
+            r.abort_requested_at,
+            r.worker_id,
+            r.lease_expires_at,
+            r.created_at,
+            r.started_at,
+            r.finished_at,
+            r.updated_at,
+            token,
+            history,
+        ])
+        .map_err(map)?;
+        let rid = conn.last_insert_rowid();
+        for (seq, a) in r.ended.iter().enumerate() {
+            attempt
+                .execute(rusqlite::params![
+                    rid,
+                    i64::try_from(seq).unwrap_or(i64::MAX),
+                    a.attempt,
+                    a.worker_id,
+                    a.started_at,
+                    a.finished_at,
+                    a.outcome,
+                    a.error,
+                ])
+                .map_err(map)?;
+        }
+        inserted += 1;
+        if matches!(r.status, Status::Pending | Status::Scheduled) {
+            ctx.notes.available(&r.queue);
+        }
+    }
+    Ok((inserted, skipped))
+}
+
 // ---------------------------------------------------------------- leader
 
 /// Takes or renews leadership of `name` when free, expired or ours.
@@ -842,11 +899,14 @@ mod tests {
     }
 
     #[test]
+    fn the_claim_reads_the_ended_flag_after_the_task_columns() {
+        assert_eq!(CLAIM_COLUMNS.split(',').count(), CLAIM_ENDED);
+    }
+
+    #[test]
     fn claim_statements_bind_names_after_their_own_parameters() {
-        let write_out = claim_write_out_sql(Some(2));
-        assert!(write_out.contains("name IN (?3, ?4)"), "{write_out}");
-        let take = claim_sql(Some(2));
-        assert!(take.contains("name IN (?6, ?7)"), "{take}");
+        let read = claim_sql(Some(2));
+        assert!(read.contains("name IN (?3, ?4)"), "{read}");
         assert!(!claim_sql(None).contains("name IN"));
     }
 }

@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::TempDb;
 use offload_store::{Store, StoreError};
 use offload_store_sqlite::{Durability, SqliteOptions, SqliteStore};
@@ -182,4 +184,43 @@ async fn dropping_the_last_clone_closes_everything() {
     wal.push("-wal");
     assert!(!std::path::Path::new(&wal).exists());
     assert_eq!(std::fs::read_dir(&wake_dir).unwrap().count(), 0);
+}
+
+/// A worker and an `enqueue` started at the same moment on a new file:
+/// whichever switches the file to WAL while the other reads it used to get
+/// "database is locked" at once (the switch bypasses the busy handler), so
+/// the worker exited and the task stayed pending (`.ci/smoke`). Every
+/// opener now waits for the lock like any other write, and all of them
+/// see one migrated database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openers_racing_on_a_new_file_all_succeed() {
+    const ROUNDS: usize = 60;
+    const OPENERS: usize = 3;
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..ROUNDS {
+        let path = dir.path().join(format!("race-{round}.db"));
+        let start = Arc::new(tokio::sync::Barrier::new(OPENERS));
+        let openers: Vec<_> = (0..OPENERS)
+            .map(|_| {
+                let (path, start) = (path.clone(), Arc::clone(&start));
+                tokio::spawn(async move {
+                    start.wait().await;
+                    open(&path).await
+                })
+            })
+            .collect();
+        let mut stores = Vec::new();
+        for opener in openers {
+            match opener.await.unwrap() {
+                Ok(store) => stores.push(store),
+                Err(e) => panic!("round {round}: {e}"),
+            }
+        }
+        // One schema, written once: a task inserted through one is seen
+        // by the others.
+        let ids = common::insert_n(&stores[0], "default", 1).await;
+        for store in &stores[1..] {
+            assert!(store.task_get(ids[0]).await.unwrap().is_some());
+        }
+    }
 }

@@ -126,6 +126,54 @@ impl Client {
         Ok(ids.into_iter().map(|id| self.handle(id)).collect())
     }
 
+    /// Enqueues tasks inside the application's own PostgreSQL transaction:
+    /// they exist if and only if `tx` commits, and workers wake when it
+    /// does. Pass the transaction as `&mut *tx` (any `PgConnection` works;
+    /// outside a transaction the insert commits at once).
+    ///
+    /// Errors with [`Error::UnsupportedUrl`] when this client's store is not
+    /// PostgreSQL. A failed enqueue (invalid task, duplicate id) aborts the
+    /// transaction, like any failed statement in PostgreSQL.
+    ///
+    /// ```no_run
+    /// use offload::{Client, NewTask};
+    /// use offload::postgres::sqlx;
+    /// use serde_json::json;
+    ///
+    /// # async fn demo(client: Client, pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut tx = pool.begin().await?;
+    /// sqlx::query("INSERT INTO users (email) VALUES ($1)")
+    ///     .bind("ada@example.com")
+    ///     .execute(&mut *tx)
+    ///     .await?;
+    /// client
+    ///     .trigger_in_tx(&mut *tx, vec![NewTask::new("welcome-email", json!({"to": "ada@example.com"}))])
+    ///     .await?;
+    /// tx.commit().await?; // the task exists from here on, and a worker picks it up
+    /// # Ok(()) }
+    /// ```
+    pub async fn trigger_in_tx(
+        &self,
+        tx: &mut offload_store_postgres::sqlx::PgConnection,
+        tasks: Vec<NewTask>,
+    ) -> Result<Vec<TaskHandle>> {
+        let Some(pg) = self
+            .store
+            .as_any()
+            .downcast_ref::<offload_store_postgres::PgStore>()
+        else {
+            return Err(Error::UnsupportedUrl(format!(
+                "trigger_in_tx needs a PostgreSQL store; this client uses {}",
+                self.store.describe()
+            )));
+        };
+        for task in &tasks {
+            task.validate()?;
+        }
+        let ids = pg.insert_in(tx, &tasks, self.now()).await?;
+        Ok(ids.into_iter().map(|id| self.handle(id)).collect())
+    }
+
     /// A handle on an existing task.
     pub fn handle(&self, id: TaskId) -> TaskHandle {
         TaskHandle::new(self.clone(), id)

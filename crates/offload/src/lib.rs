@@ -65,6 +65,12 @@ pub use hooks::{AttemptResult, Hook};
 pub use open::{DEFAULT_DATABASE_URL, open};
 pub use runner::Runner;
 pub use typed::TaskType;
+
+/// The PostgreSQL backend: [`PgStore`](postgres::PgStore) and the `sqlx`
+/// version it links, for [`Client::trigger_in_tx`].
+pub mod postgres {
+    pub use offload_store_postgres::{PgOptions, PgStore, sqlx};
+}
 pub use worker::{
     DEFAULT_ABORT_GRACE, DEFAULT_CLAIM_BATCH, DEFAULT_CONCURRENCY, DEFAULT_MAINTENANCE_INTERVAL,
     DEFAULT_POLL_INTERVAL, DEFAULT_SHUTDOWN_GRACE, MAX_CONCURRENCY, MAX_LEASE, MIN_LEASE, Worker,
