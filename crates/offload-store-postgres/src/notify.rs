@@ -371,7 +371,14 @@ pub(crate) async fn spawn_listener<T: Send + Sync + 'static>(
     alive: &Arc<T>,
 ) {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(listen(pool, channel, instance, hub, Arc::downgrade(alive), tx));
+    tokio::spawn(listen(
+        pool,
+        channel,
+        instance,
+        hub,
+        Arc::downgrade(alive),
+        tx,
+    ));
     if tokio::time::timeout(LISTEN_READY_WAIT, rx).await.is_err() {
         tracing::warn!("the notification listener is not connected yet; it keeps trying");
     }

@@ -17,7 +17,12 @@ struct Double;
 
 #[offload::async_trait]
 impl Runner for Double {
-    async fn run(&self, task: &Task, _ctx: &Context, _ctl: &Controller) -> Result<Value, TaskError> {
+    async fn run(
+        &self,
+        task: &Task,
+        _ctx: &Context,
+        _ctl: &Controller,
+    ) -> Result<Value, TaskError> {
         Ok(json!(task.input["n"].as_i64().unwrap_or(0) * 2))
     }
 }
@@ -35,7 +40,11 @@ async fn a_worker_runs_tasks_and_another_client_hears_the_results() {
         .unwrap()
         .start();
     let handles = producer
-        .trigger_many((0..50).map(|n| NewTask::new("double", json!({ "n": n }))).collect())
+        .trigger_many(
+            (0..50)
+                .map(|n| NewTask::new("double", json!({ "n": n })))
+                .collect(),
+        )
         .await
         .unwrap();
     for (n, h) in handles.iter().enumerate() {
@@ -62,11 +71,13 @@ async fn trigger_in_tx_enqueues_only_when_the_transaction_commits() {
     .unwrap();
 
     let mut tx = app.begin().await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO {signups} VALUES ($1)")))
-        .bind("rolled-back@example.com")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {signups} VALUES ($1)"
+    )))
+    .bind("rolled-back@example.com")
+    .execute(&mut *tx)
+    .await
+    .unwrap();
     let gone = client
         .trigger_in_tx(&mut tx, vec![NewTask::new("welcome", json!({"n": 1}))])
         .await
@@ -83,11 +94,13 @@ async fn trigger_in_tx_enqueues_only_when_the_transaction_commits() {
         .unwrap()
         .start();
     let mut tx = app.begin().await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO {signups} VALUES ($1)")))
-        .bind("kept@example.com")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {signups} VALUES ($1)"
+    )))
+    .bind("kept@example.com")
+    .execute(&mut *tx)
+    .await
+    .unwrap();
     let kept = client
         .trigger_in_tx(&mut tx, vec![NewTask::new("welcome", json!({"n": 21}))])
         .await
