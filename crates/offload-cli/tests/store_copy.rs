@@ -275,6 +275,84 @@ fn copy_keeps_every_status_and_history_and_reruns_without_doubles() {
     assert_eq!(all_tasks_at(&env, &to).len() as u64, n + 1);
 }
 
+/// The way up: an embedded store copied to PostgreSQL twice is identical
+/// and not doubled, and workers on PostgreSQL then finish what waited
+/// (including the task whose worker died, rescued by the new leader).
+#[test]
+fn copy_from_sqlite_to_postgres_then_workers_there_finish_the_rest() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let schema = rt.block_on(offload_test_support::PgSchema::new());
+    let runners = ["pending", "released", "orphaned", "cli"]
+        .iter()
+        .map(|name| sh_runner(name, "echo '{\"done\": true}'", ""))
+        .collect::<String>();
+    let env = Env::with_config(&format!(
+        "[worker]\nqueues = [\"pending\", \"released\", \"orphaned\", \"default\"]\n\n{runners}"
+    ));
+    let from = env.url();
+    let to = schema.url();
+    rt.block_on(every_status(&from));
+    env.enqueue(&["--type", "cli", "--data", r#"{"via": "cli"}"#]);
+    let source = all_tasks_at(&env, &from);
+    let n = source.len() as u64;
+
+    let report = copy_json(&env, &from, &to, &["--page-size", "4"]);
+    assert_eq!(report["copied"], json!(n), "{report}");
+    assert_eq!(all_tasks_at(&env, &to), source, "the copy is the source");
+    let report = copy_json(&env, &from, &to, &[]);
+    assert_eq!(report["copied"], json!(0), "{report}");
+    assert_eq!(report["skipped"], json!(n), "{report}");
+    assert_eq!(
+        all_tasks_at(&env, &to),
+        source,
+        "nothing doubled or changed"
+    );
+
+    let log = env.path("pg-worker.log");
+    let child = env
+        .bare(&["worker", "--database-url", &to, "--config"])
+        .arg(&env.config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut worker = common::Proc { child, log };
+    let waiting: Vec<String> = source
+        .iter()
+        .filter(|t| {
+            ["pending", "released", "orphaned", "cli"].contains(&t["name"].as_str().unwrap())
+        })
+        .map(|t| t["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(waiting.len(), 4);
+    wait_for(
+        "the waiting tasks to succeed on PostgreSQL",
+        Duration::from_secs(60),
+        || {
+            waiting
+                .iter()
+                .all(|id| json_at(&env, &to, &["get", id])["status"] == json!("success"))
+                .then_some(())
+        },
+    );
+    worker.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        worker.wait_exit(Duration::from_secs(30)).success(),
+        "{}",
+        worker.log_text()
+    );
+    let orphaned = source
+        .iter()
+        .find(|t| t["name"] == json!("orphaned"))
+        .unwrap();
+    let attempts = json_at(&env, &to, &["get", orphaned["id"].as_str().unwrap()]);
+    assert!(
+        attempts.to_string().contains("lease_expired"),
+        "the orphaned attempt was rescued: {attempts}"
+    );
+    drop(schema);
+}
+
 #[test]
 fn copy_is_refused_while_a_worker_holds_a_lease() {
     let env = Env::with_config(&sh_runner("slow", "sleep 30", ""));
