@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use offload_store::{StoreError, StoreResult};
 use offload_types::{
     Attempt, AttemptOutcome, DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, DEFAULT_QUEUE, LeaseToken,
-    NewTask, Status, Task, TaskErrorRecord, TaskId,
+    NewTask, Status, Task, TaskId,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -151,21 +151,6 @@ pub(crate) fn uuid(id: TaskId) -> Uuid {
 /// A value as JSON, for jsonb columns.
 pub(crate) fn json<T: serde::Serialize>(v: &T) -> StoreResult<Value> {
     serde_json::to_value(v).map_err(StoreError::backend)
-}
-
-/// The error record a store writes itself (abort, rescue).
-pub(crate) fn error_record(
-    kind: &str,
-    message: impl Into<String>,
-    attempt: i32,
-    at: DateTime<Utc>,
-) -> TaskErrorRecord {
-    TaskErrorRecord {
-        kind: kind.to_owned(),
-        message: message.into(),
-        attempt: u32::try_from(attempt).unwrap_or(0),
-        at,
-    }
 }
 
 /// Milliseconds of a duration, saturating.

@@ -21,12 +21,9 @@ use sqlx::{Executor, PgConnection, Postgres, Row};
 use uuid::Uuid;
 
 use crate::PgStore;
-use crate::codec::{self, NewRows, after, error_record, json, task_columns, uuid};
+use crate::codec::{self, NewRows, after, json, task_columns, uuid};
 use crate::error::{map, sqlstate};
 use crate::notify::{Payload, Plan};
-
-/// Most task names one claim may filter on.
-const MAX_CLAIM_NAMES: usize = 1000;
 
 /// The hot statements of one schema, built once per store.
 #[derive(Debug)]
@@ -246,21 +243,6 @@ fn insert_error(e: sqlx::Error) -> StoreError {
 
 // ---------------------------------------------------------------- claim
 
-fn check_names(names: Option<&[String]>) -> StoreResult<()> {
-    match names {
-        Some(names) if names.len() > MAX_CLAIM_NAMES => {
-            Err(StoreError::Invalid(ValidationError::new(
-                "names",
-                format!(
-                    "at most {MAX_CLAIM_NAMES} task names per claim, got {}",
-                    names.len()
-                ),
-            )))
-        }
-        _ => Ok(()),
-    }
-}
-
 fn claim_order(t: &Task) -> (std::cmp::Reverse<i32>, DateTime<Utc>, TaskId) {
     (std::cmp::Reverse(t.priority), t.run_at, t.id)
 }
@@ -270,7 +252,7 @@ pub(crate) async fn claim(store: &PgStore, p: &TaskClaimParams) -> StoreResult<V
     if p.limit == 0 || p.names.as_ref().is_some_and(Vec::is_empty) {
         return Ok(Vec::new());
     }
-    check_names(p.names.as_deref())?;
+    offload_store::check_claim_names(p.names.as_deref())?;
     let sql = &store.inner.sql;
     let limit = i64::from(p.limit);
     let expires = after(p.now, p.lease);
@@ -772,37 +754,12 @@ pub(crate) async fn rescue(store: &PgStore, p: &TaskRescueParams) -> StoreResult
         let max_attempts: i32 = r.try_get(3).map_err(map)?;
         let abort: bool = r.try_get(4).map_err(map)?;
         let Some(token) = token else { continue };
-        let (status, record) = if abort {
-            (
-                Status::Aborted,
-                error_record(
-                    "aborted",
-                    "aborted on request; the worker stopped renewing its lease",
-                    attempt,
-                    p.now,
-                ),
-            )
-        } else if attempt < max_attempts {
-            (
-                Status::Pending,
-                error_record(
-                    "lease_expired",
-                    "the worker stopped renewing its lease; the task will run again",
-                    attempt,
-                    p.now,
-                ),
-            )
-        } else {
-            (
-                Status::Failed,
-                error_record(
-                    "lease_expired",
-                    "the worker stopped renewing its lease and no attempts are left",
-                    attempt,
-                    p.now,
-                ),
-            )
-        };
+        let (status, record) = offload_store::rescue_outcome(
+            u32::try_from(attempt).unwrap_or(0),
+            u32::try_from(max_attempts).unwrap_or(0),
+            abort,
+            p.now,
+        );
         ends.push(
             TaskId::from_bytes(*id.as_bytes()),
             token,

@@ -14,7 +14,7 @@ use sqlx::AssertSqlSafe;
 use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 
 use crate::PgStore;
-use crate::codec::{self, ATTEMPT_COLUMNS, error_record, json, task_columns, uuid};
+use crate::codec::{self, ATTEMPT_COLUMNS, json, task_columns, uuid};
 use crate::error::map;
 use crate::filter::push_where;
 use crate::notify::Payload;
@@ -138,6 +138,7 @@ pub(crate) async fn next_run_at(
     if p.names.as_ref().is_some_and(Vec::is_empty) {
         return Ok(None);
     }
+    offload_store::check_claim_names(p.names.as_deref())?;
     let names = if p.names.is_some() {
         " AND name = ANY($2)"
     } else {
@@ -239,8 +240,11 @@ pub(crate) async fn abort(store: &PgStore, p: &TaskAbortParams) -> StoreResult<T
         notes.insert(0, Notification::AbortRequested { ids: vec![p.id] });
         task
     } else {
-        let message = p.reason.as_deref().unwrap_or("aborted on request");
-        let record = json(&error_record("aborted", message, cur.attempt, p.now))?;
+        let record = json(&offload_store::abort_record(
+            p.reason.as_deref(),
+            u32::try_from(cur.attempt).unwrap_or(0),
+            p.now,
+        ))?;
         let sql = format!(
             "UPDATE {q}.tasks SET status = 'aborted', error = $2, finished_at = $3, \
              updated_at = $3 WHERE id = $1 RETURNING {cols}"

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use offload_store::{StoreError, TaskRecord};
 use offload_types::{
     Attempt, AttemptOutcome, DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, DEFAULT_QUEUE, LeaseToken,
-    NewTask, Status, Task, TaskErrorRecord, TaskId, TaskOptions, ValidationError,
+    NewTask, Status, Task, TaskId, TaskOptions, ValidationError,
 };
 use rusqlite::Row;
 use uuid::Uuid;
@@ -593,20 +593,5 @@ impl ImportRow {
             updated_at: micros(t.updated_at),
             ended,
         })
-    }
-}
-
-/// The error record a store writes itself (abort, rescue).
-pub(crate) fn error_record(
-    kind: &str,
-    message: impl Into<String>,
-    attempt: i64,
-    at: DateTime<Utc>,
-) -> TaskErrorRecord {
-    TaskErrorRecord {
-        kind: kind.to_owned(),
-        message: message.into(),
-        attempt: u32::try_from(attempt).unwrap_or(0),
-        at,
     }
 }

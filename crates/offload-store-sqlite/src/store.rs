@@ -199,24 +199,6 @@ fn lease(l: &offload_store::LeaseRef) -> Lease {
     Lease::new(l.id, l.lease_token)
 }
 
-/// Most task names one claim may filter on (each is one SQL parameter).
-const MAX_CLAIM_NAMES: usize = 1000;
-
-fn check_names(names: Option<&[String]>) -> StoreResult<()> {
-    match names {
-        Some(names) if names.len() > MAX_CLAIM_NAMES => {
-            Err(StoreError::Invalid(ValidationError::new(
-                "names",
-                format!(
-                    "at most {MAX_CLAIM_NAMES} task names per claim, got {}",
-                    names.len()
-                ),
-            )))
-        }
-        _ => Ok(()),
-    }
-}
-
 /// Encodes one finish item on the caller's side.
 fn end_row(item: &offload_store::TaskFinish, now: DateTime<Utc>) -> StoreResult<EndRow> {
     let base = EndRow {
@@ -358,7 +340,7 @@ impl Store for SqliteStore {
         if params.names.as_ref().is_some_and(Vec::is_empty) {
             return Ok(Vec::new());
         }
-        check_names(params.names.as_deref())?;
+        offload_store::check_claim_names(params.names.as_deref())?;
         let weight = usize::try_from(params.limit).unwrap_or(usize::MAX);
         let set = args.set.clone();
         let raw = self
@@ -508,7 +490,7 @@ impl Store for SqliteStore {
         if names.as_ref().is_some_and(Vec::is_empty) {
             return Ok(None);
         }
-        check_names(names.as_deref())?;
+        offload_store::check_claim_names(names.as_deref())?;
         let next = self
             .inner
             .readers

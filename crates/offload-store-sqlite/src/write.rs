@@ -18,7 +18,7 @@ use rusqlite::{CachedStatement, Connection, OptionalExtension, ToSql};
 
 use crate::codec::{
     ATTEMPT_COLUMNS, CLAIM_COLUMNS, ClaimedAs, ENDED_ATTEMPT_COLUMNS, ImportRow, Lease, NewRow,
-    RawClaimed, RawTask, TASK_COLUMNS, error_record, json, micros,
+    RawClaimed, RawTask, TASK_COLUMNS, json, micros,
 };
 use crate::error::map;
 use crate::read::Where;
@@ -532,37 +532,12 @@ pub(crate) fn rescue(
     let mut out = Vec::with_capacity(expired.len());
     let mut ender = Ender::new(ctx.conn)?;
     for (rid, id, token, attempt, max_attempts, abort_requested) in expired {
-        let (status, record) = if abort_requested {
-            (
-                Status::Aborted,
-                error_record(
-                    "aborted",
-                    "aborted on request; the worker stopped renewing its lease",
-                    attempt,
-                    now,
-                ),
-            )
-        } else if attempt < max_attempts {
-            (
-                Status::Pending,
-                error_record(
-                    "lease_expired",
-                    "the worker stopped renewing its lease; the task will run again",
-                    attempt,
-                    now,
-                ),
-            )
-        } else {
-            (
-                Status::Failed,
-                error_record(
-                    "lease_expired",
-                    "the worker stopped renewing its lease and no attempts are left",
-                    attempt,
-                    now,
-                ),
-            )
-        };
+        let (status, record) = offload_store::rescue_outcome(
+            u32::try_from(attempt).unwrap_or(0),
+            u32::try_from(max_attempts).unwrap_or(0),
+            abort_requested,
+            now,
+        );
         let end = EndRow {
             lease: Lease { id, rid, token },
             status,
@@ -627,8 +602,11 @@ pub(crate) fn abort(
     // The task's error is about to change: the ended attempt the row may
     // hold still needs it.
     write_out_ended(conn, rid)?;
-    let message = reason.unwrap_or("aborted on request");
-    let record = json(&error_record("aborted", message, attempt, now))?;
+    let record = json(&offload_store::abort_record(
+        reason,
+        u32::try_from(attempt).unwrap_or(0),
+        now,
+    ))?;
     let task = query_task(
         conn,
         &returning(

@@ -13,10 +13,12 @@ mod clock;
 mod error;
 mod notify;
 mod params;
+mod rules;
 mod store;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{StoreError, StoreResult};
 pub use notify::{Notification, Notifier, NotifyHub};
 pub use params::*;
+pub use rules::{MAX_CLAIM_NAMES, abort_record, check_claim_names, rescue_outcome};
 pub use store::{Capabilities, Store};

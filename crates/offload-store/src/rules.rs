@@ -1,0 +1,112 @@
+//! Rules every backend applies the same way, kept here once: the limit on
+//! claim name filters, and the error records a store writes itself when it
+//! aborts a waiting task or rescues an expired lease.
+
+use chrono::{DateTime, Utc};
+use offload_types::{Status, TaskErrorRecord, ValidationError};
+
+use crate::{StoreError, StoreResult};
+
+/// Most task names one claim (or `task_next_run_at`) may filter on.
+pub const MAX_CLAIM_NAMES: usize = 1000;
+
+/// Refuses a name filter longer than [`MAX_CLAIM_NAMES`].
+pub fn check_claim_names(names: Option<&[String]>) -> StoreResult<()> {
+    match names {
+        Some(names) if names.len() > MAX_CLAIM_NAMES => {
+            Err(StoreError::Invalid(ValidationError::new(
+                "names",
+                format!(
+                    "at most {MAX_CLAIM_NAMES} task names per claim, got {}",
+                    names.len()
+                ),
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The error a store records when it aborts a task that is not running.
+pub fn abort_record(reason: Option<&str>, attempt: u32, at: DateTime<Utc>) -> TaskErrorRecord {
+    record(
+        "aborted",
+        reason.unwrap_or("aborted on request"),
+        attempt,
+        at,
+    )
+}
+
+/// What becomes of a task whose lease expired: `aborted` when an abort was
+/// asked, `pending` with attempts left, else `failed`; with the error the
+/// store records.
+pub fn rescue_outcome(
+    attempt: u32,
+    max_attempts: u32,
+    abort_requested: bool,
+    at: DateTime<Utc>,
+) -> (Status, TaskErrorRecord) {
+    if abort_requested {
+        (
+            Status::Aborted,
+            record(
+                "aborted",
+                "aborted on request; the worker stopped renewing its lease",
+                attempt,
+                at,
+            ),
+        )
+    } else if attempt < max_attempts {
+        (
+            Status::Pending,
+            record(
+                "lease_expired",
+                "the worker stopped renewing its lease; the task will run again",
+                attempt,
+                at,
+            ),
+        )
+    } else {
+        (
+            Status::Failed,
+            record(
+                "lease_expired",
+                "the worker stopped renewing its lease and no attempts are left",
+                attempt,
+                at,
+            ),
+        )
+    }
+}
+
+fn record(kind: &str, message: &str, attempt: u32, at: DateTime<Utc>) -> TaskErrorRecord {
+    TaskErrorRecord {
+        kind: kind.to_owned(),
+        message: message.to_owned(),
+        attempt,
+        at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rescue_outcomes_follow_attempts_and_abort_requests() {
+        let now = Utc::now();
+        assert_eq!(rescue_outcome(1, 3, false, now).0, Status::Pending);
+        assert_eq!(rescue_outcome(3, 3, false, now).0, Status::Failed);
+        let (status, error) = rescue_outcome(1, 3, true, now);
+        assert_eq!(status, Status::Aborted);
+        assert_eq!(error.kind, "aborted");
+        assert_eq!(abort_record(None, 2, now).message, "aborted on request");
+    }
+
+    #[test]
+    fn too_many_claim_names_are_refused() {
+        let names: Vec<String> = (0..=MAX_CLAIM_NAMES).map(|i| i.to_string()).collect();
+        assert!(check_claim_names(Some(&names)).is_err());
+        assert!(check_claim_names(Some(&names[..MAX_CLAIM_NAMES])).is_ok());
+        assert!(check_claim_names(None).is_ok());
+    }
+}
