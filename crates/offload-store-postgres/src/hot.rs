@@ -661,10 +661,16 @@ pub(crate) async fn finish(
             }
         }
     }
+    // The finish has committed: what follows only informs, and must not
+    // turn a stored outcome into an error if the connection drops now.
     if !refused.is_empty() {
-        let current = statuses_of(store, &refused).await?;
-        for r in out.iter_mut().filter(|r| !r.accepted) {
-            r.status = current.get(&uuid(r.id)).copied();
+        match statuses_of(store, &refused).await {
+            Ok(current) => {
+                for r in out.iter_mut().filter(|r| !r.accepted) {
+                    r.status = current.get(&uuid(r.id)).copied();
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "statuses of refused finishes unknown"),
         }
     }
     if !accepted.is_empty() {
@@ -672,10 +678,25 @@ pub(crate) async fn finish(
             .iter()
             .map(|(id, s)| (TaskId::from_bytes(*id.as_bytes()), *s))
             .collect();
-        let waiting_queues = waiting_queues(store, &acc).await?;
-        store.local(ended_notes(&acc, waiting_queues.into_iter()));
+        notify_ended(store, &acc).await;
     }
     Ok(out)
+}
+
+/// Tells local subscribers about ended attempts (after commit; best
+/// effort: when the queues of retried tasks cannot be read, every queue is
+/// woken).
+async fn notify_ended(store: &PgStore, acc: &[(TaskId, Status)]) {
+    let notes = match waiting_queues(store, acc).await {
+        Ok(queues) => ended_notes(acc, queues.into_iter()),
+        Err(e) => {
+            tracing::debug!(error = %e, "queues of retried tasks unknown; waking every queue");
+            let mut notes = ended_notes(acc, std::iter::empty());
+            notes.push(Notification::Available { queue: None });
+            notes
+        }
+    };
+    store.local(notes);
 }
 
 /// The queues of the tasks in `acc` that wait again (for local wake-ups).
@@ -795,8 +816,7 @@ pub(crate) async fn rescue(store: &PgStore, p: &TaskRescueParams) -> StoreResult
         .collect();
     let acc: Vec<(TaskId, Status)> = rescued.iter().map(|r| (r.id, r.status)).collect();
     if !acc.is_empty() {
-        let queues = waiting_queues(store, &acc).await?;
-        store.local(ended_notes(&acc, queues.into_iter()));
+        notify_ended(store, &acc).await;
     }
     Ok(rescued)
 }

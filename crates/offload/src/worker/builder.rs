@@ -23,6 +23,11 @@ pub const DEFAULT_ABORT_GRACE: Duration = Duration::from_secs(5);
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the leader rescues expired leases.
 pub const DEFAULT_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+/// Unless set with [`WorkerBuilder::leader_ttl`], leadership lasts this
+/// many maintenance intervals without renewal...
+const LEADER_TTL_INTERVALS: u32 = 5;
+/// ... and at least this long.
+const MIN_DEFAULT_LEADER_TTL: Duration = Duration::from_secs(2);
 /// Most tasks taken in one claim.
 pub const DEFAULT_CLAIM_BATCH: usize = 100;
 /// Shortest lease accepted (heartbeats come every third of it).
@@ -48,6 +53,7 @@ pub struct WorkerBuilder {
     abort_grace: Duration,
     poll_interval: Duration,
     maintenance_interval: Duration,
+    leader_ttl: Option<Duration>,
     retention: Duration,
     claim_batch: usize,
 }
@@ -69,6 +75,7 @@ impl WorkerBuilder {
             abort_grace: DEFAULT_ABORT_GRACE,
             poll_interval: DEFAULT_POLL_INTERVAL,
             maintenance_interval: DEFAULT_MAINTENANCE_INTERVAL,
+            leader_ttl: None,
             retention: DEFAULT_RETENTION,
             claim_batch: DEFAULT_CLAIM_BATCH,
         }
@@ -159,9 +166,23 @@ impl WorkerBuilder {
         self
     }
 
-    /// How often maintenance (rescue, pruning) runs on the leader.
+    /// How often maintenance (rescue, pruning) runs on the leader; also how
+    /// often every worker takes part in the leader election (default 1 s).
     pub fn maintenance_interval(mut self, interval: Duration) -> Self {
         self.maintenance_interval = interval;
+        self
+    }
+
+    /// How long leadership of maintenance lasts unless its holder renews it
+    /// (it renews every maintenance interval). When the leader is cut off
+    /// from the store but its process lives, another worker takes over
+    /// after this long; a leader whose process died is replaced sooner where
+    /// the store can tell (PostgreSQL: within one maintenance interval).
+    /// Default: five maintenance intervals, and at least 2 s. Must be
+    /// longer than the maintenance interval; several intervals let the
+    /// leader survive a missed renewal or two.
+    pub fn leader_ttl(mut self, ttl: Duration) -> Self {
+        self.leader_ttl = Some(ttl);
         self
     }
 
@@ -224,6 +245,7 @@ impl WorkerBuilder {
             ("abort_grace", self.abort_grace),
             ("poll_interval", self.poll_interval),
             ("maintenance_interval", self.maintenance_interval),
+            ("leader_ttl", self.leader_ttl.unwrap_or_default()),
             ("retention", self.retention),
         ] {
             if d > MAX_DURATION {
@@ -236,6 +258,19 @@ impl WorkerBuilder {
             return Err(Error::Config(
                 "poll_interval and maintenance_interval must be longer than 0".into(),
             ));
+        }
+        // leadership outlives a few missed renewals, yet fails over in seconds
+        let leader_ttl = self.leader_ttl.unwrap_or_else(|| {
+            self.maintenance_interval
+                .saturating_mul(LEADER_TTL_INTERVALS)
+                .max(MIN_DEFAULT_LEADER_TTL)
+        });
+        if leader_ttl <= self.maintenance_interval {
+            return Err(Error::Config(format!(
+                "leader_ttl {leader_ttl:?} must be longer than maintenance_interval {:?} \
+                 (the leader renews once per interval)",
+                self.maintenance_interval
+            )));
         }
         if self.claim_batch == 0 {
             return Err(Error::Config("claim_batch must be at least 1".into()));
@@ -252,6 +287,7 @@ impl WorkerBuilder {
             abort_grace: self.abort_grace,
             poll_interval: self.poll_interval,
             maintenance_interval: self.maintenance_interval,
+            leader_ttl,
             retention: self.retention,
             claim_batch: self.claim_batch,
         };

@@ -1,21 +1,21 @@
 //! The completer: collects attempt outcomes and writes them with one
-//! `task_finish_many` call per batch. A store that is unavailable is
-//! retried with back-off until the outcomes are stored.
+//! `task_finish_many` call per batch. A store that is unavailable (the
+//! database restarted, a connection was cut) is retried with back-off
+//! until each outcome is stored or refused as stale; meanwhile the
+//! attempts keep their slots and their leases keep being renewed.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use offload_store::{TaskFinish, TaskFinishParams};
+use super::backoff::Backoff;
+use offload_store::{FinishOutcome, TaskFinish, TaskFinishParams};
+use offload_types::Status;
 use tokio::sync::mpsc;
 
 use super::shared::{CompleterMsg, Counters, Shared};
 
 /// Most outcomes written in one call.
 const MAX_BATCH: usize = 1000;
-/// First wait before trying a failing write again.
-const INITIAL_BACKOFF: Duration = Duration::from_millis(50);
-/// Longest wait between two tries of a failing write.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Once shutdown has gone on this long, a failing write is given up
 /// (the leases then expire and the tasks run again).
 const CLOSING_RETRY_LIMIT: Duration = Duration::from_secs(30);
@@ -54,7 +54,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut inbox: mpsc::UnboundedReceiver<
 }
 
 async fn write(shared: &Shared, batch: Vec<TaskFinish>) {
-    let mut backoff = INITIAL_BACKOFF;
+    let mut retry = Backoff::standard();
     loop {
         let params = TaskFinishParams {
             items: batch.clone(),
@@ -62,7 +62,24 @@ async fn write(shared: &Shared, batch: Vec<TaskFinish>) {
         };
         match shared.store.task_finish_many(&params).await {
             Ok(results) => {
-                for r in results.iter().filter(|r| !r.accepted) {
+                let failures = retry.succeed();
+                if failures > 0 {
+                    tracing::info!(
+                        failures,
+                        count = batch.len(),
+                        "outcomes written after retrying"
+                    );
+                }
+                for (r, item) in results.iter().zip(&batch).filter(|(r, _)| !r.accepted) {
+                    if failures > 0
+                        && r.status.is_some()
+                        && r.status == terminal_status(&item.outcome)
+                    {
+                        // most likely an earlier try was stored but its
+                        // answer was lost with the connection
+                        tracing::info!(task = %r.id, "outcome found already stored (an earlier try's answer was lost)");
+                        continue;
+                    }
                     Counters::add(&shared.stats.stale, 1);
                     tracing::warn!(task = %r.id, "result refused: the lease was no longer live (the task was rescued)");
                 }
@@ -77,7 +94,9 @@ async fn write(shared: &Shared, batch: Vec<TaskFinish>) {
                 return;
             }
             Err(e) if e.is_retryable() => {
-                tracing::warn!(error = %e, "writing outcomes failed; retrying");
+                let wait = retry.fail();
+                tracing::warn!(error = %e, failures = retry.failures(), retry_in = ?wait, count = batch.len(), "writing outcomes failed; retrying");
+                tokio::time::sleep(wait).await;
             }
             Err(e) if batch.len() > 1 => {
                 // one bad item must not hold back the others
@@ -92,7 +111,15 @@ async fn write(shared: &Shared, batch: Vec<TaskFinish>) {
                 return;
             }
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// The status a terminal outcome leaves its task in.
+fn terminal_status(outcome: &FinishOutcome) -> Option<Status> {
+    match outcome {
+        FinishOutcome::Success { .. } => Some(Status::Success),
+        FinishOutcome::Fail { .. } => Some(Status::Failed),
+        FinishOutcome::Abort { .. } => Some(Status::Aborted),
+        FinishOutcome::Retry { .. } | FinishOutcome::Snooze { .. } | FinishOutcome::Release => None,
     }
 }

@@ -32,7 +32,9 @@ enum Ran {
     LeaseLost,
 }
 
-pub(crate) async fn execute(shared: Arc<Shared>, task: Task, slot: Slot) {
+/// Runs one claimed attempt; `claimed_at` is when its claim was sent (its
+/// lease counts from then).
+pub(crate) async fn execute(shared: Arc<Shared>, task: Task, slot: Slot, claimed_at: Instant) {
     let Some(lease_token) = task.lease_token else {
         tracing::error!(task = %task.id, "claimed task without a lease token");
         return;
@@ -44,7 +46,7 @@ pub(crate) async fn execute(shared: Arc<Shared>, task: Task, slot: Slot) {
     let (stop_tx, stop_rx) = watch::channel(None);
     let stop_tx = Arc::new(stop_tx);
     // heartbeats renew the lease until the completer has stored the outcome
-    let registration = Registration::new(shared.clone(), lease, stop_tx.clone());
+    let registration = Registration::new(shared.clone(), lease, stop_tx.clone(), claimed_at);
     let held = Held {
         _slot: slot,
         _registration: registration,

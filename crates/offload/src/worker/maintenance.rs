@@ -1,5 +1,8 @@
 //! Maintenance, run only by the elected leader: rescue of expired leases
 //! (every maintenance interval) and retention pruning of terminal tasks.
+//! Every worker takes part in the election each interval; a failed
+//! election call is logged and tried again with back-off (never longer
+//! than the interval), so a database restart costs at most a few rounds.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,13 +12,12 @@ use offload_store::{
 };
 use tokio_util::sync::CancellationToken;
 
+use super::backoff::Backoff;
 use super::shared::Shared;
 
-const LEADER_NAME: &str = "maintenance";
-/// Leadership lasts this many maintenance intervals unless renewed.
-const LEADER_TTL_INTERVALS: u32 = 5;
-/// ... and at least this long.
-const MIN_LEADER_TTL: Duration = Duration::from_secs(2);
+/// The name the maintenance leader is elected under (the `name` column of
+/// the store's leaders).
+pub(crate) const LEADER_NAME: &str = "maintenance";
 /// Rows rescued or pruned per call; calls repeat (bounded) while full.
 const BATCH: u32 = 1000;
 const MAX_ROUNDS: usize = 100;
@@ -24,10 +26,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     let interval = shared.config.maintenance_interval;
-    // leadership outlives a few missed renewals, yet fails over in seconds
-    let ttl = interval
-        .saturating_mul(LEADER_TTL_INTERVALS)
-        .max(MIN_LEADER_TTL);
+    let ttl = shared.config.leader_ttl;
+    let mut retry = Backoff::capped(interval);
     let mut leading = false;
     let mut last_prune: Option<tokio::time::Instant> = None;
     loop {
@@ -40,8 +40,11 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                 now: shared.clock.now(),
             })
             .await;
-        match elected {
+        let wait = match elected {
             Ok(true) => {
+                if retry.succeed() > 0 {
+                    tracing::info!("leader election works again");
+                }
                 if !leading {
                     tracing::info!(worker = %shared.worker_id, "elected maintenance leader");
                 }
@@ -51,13 +54,27 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                     prune(&shared).await;
                     last_prune = Some(tokio::time::Instant::now());
                 }
+                interval
             }
-            Ok(false) => leading = false,
-            Err(e) => tracing::warn!(error = %e, "leader election failed"),
-        }
+            Ok(false) => {
+                if retry.succeed() > 0 {
+                    tracing::info!("leader election works again");
+                }
+                if leading {
+                    tracing::info!(worker = %shared.worker_id, "no longer the maintenance leader");
+                }
+                leading = false;
+                interval
+            }
+            Err(e) => {
+                let wait = retry.fail();
+                tracing::warn!(error = %e, failures = retry.failures(), retry_in = ?wait, "leader election failed; retrying");
+                wait
+            }
+        };
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
     if leading {

@@ -4,7 +4,12 @@
 //! requests, the [`completer`] writes outcomes back in batches, and
 //! [`maintenance`] (on the elected leader only) rescues expired leases and
 //! prunes old tasks.
+//!
+//! None of the loops ends because the store failed: a failed call (the
+//! database restarted, a connection was cut) is logged and tried again
+//! with [`backoff`], and they end only when the worker shuts down.
 
+mod backoff;
 mod builder;
 mod completer;
 mod executor;
@@ -12,6 +17,9 @@ mod heartbeat;
 mod maintenance;
 mod producer;
 mod shared;
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -199,14 +207,16 @@ impl WorkerHandle {
         {
             tracing::warn!("background work handed to wait_until was still running at shutdown");
         }
+        // write the outcomes while heartbeats still renew their leases (a
+        // write retried through a database restart must not find them lapsed)
+        self.shared.close_completions();
+        keep_first(&mut first_error, join("completer", self.completer).await);
         self.services_stop.cancel();
         keep_first(&mut first_error, join("heartbeat", self.heartbeat).await);
         keep_first(
             &mut first_error,
             join("maintenance", self.maintenance).await,
         );
-        self.shared.close_completions();
-        keep_first(&mut first_error, join("completer", self.completer).await);
         tracing::info!(worker = %self.shared.worker_id, "worker stopped");
         first_error.map_or(Ok(()), Err)
     }

@@ -1,7 +1,9 @@
 //! The producer of one queue: waits for a reason to look (a notification
 //! that work is available, a freed slot, the next scheduled `run_at`, or the
 //! slow safety poll), then claims up to the free slots in one call and hands
-//! each task to an executor.
+//! each task to an executor. A failed claim (the database restarted, a
+//! connection was cut) is logged and tried again with back-off; the loop
+//! ends only when the worker stops.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,14 +14,13 @@ use tokio::sync::{Notify, Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::backoff::Backoff;
 use super::executor;
 use super::shared::{Counters, Shared, Slot};
 
 /// When fewer slots than this fraction of the concurrency are free and work
 /// is running, wait this long for more to free up, so claims stay batched.
 const GATHER_WAIT: Duration = Duration::from_millis(2);
-/// Back-off after a failed claim.
-const CLAIM_ERROR_BACKOFF: Duration = Duration::from_millis(500);
 
 pub(crate) async fn run(
     shared: Arc<Shared>,
@@ -33,6 +34,7 @@ pub(crate) async fn run(
     let mut notes = shared.store.notifier().subscribe();
     let names = Some(shared.names());
     let batch = shared.config.claim_batch;
+    let mut retry = Backoff::standard();
     loop {
         if stop.is_cancelled() {
             return;
@@ -51,6 +53,8 @@ pub(crate) async fn run(
         }
         drain(&mut notes);
         let want = free.min(batch);
+        // the lease counts from before the claim is sent
+        let claimed_at = tokio::time::Instant::now();
         let claimed = shared
             .store
             .task_claim(&TaskClaimParams {
@@ -63,12 +67,25 @@ pub(crate) async fn run(
             })
             .await;
         let tasks = match claimed {
-            Ok(tasks) => tasks,
+            Ok(tasks) => {
+                let failures = retry.succeed();
+                if failures > 0 {
+                    tracing::info!(queue = %queue, failures, "claiming works again");
+                }
+                tasks
+            }
             Err(e) => {
-                tracing::warn!(queue = %queue, error = %e, "claim failed; retrying");
+                let wait = retry.fail();
+                tracing::warn!(
+                    queue = %queue,
+                    error = %e,
+                    failures = retry.failures(),
+                    retry_in = ?wait,
+                    "claim failed; retrying"
+                );
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(CLAIM_ERROR_BACKOFF) => continue,
+                    _ = tokio::time::sleep(wait) => continue,
                 }
             }
         };
@@ -81,7 +98,7 @@ pub(crate) async fn run(
                 continue;
             };
             let slot = Slot::new(permit, slot_freed.clone());
-            executors.spawn(executor::execute(shared.clone(), task, slot));
+            executors.spawn(executor::execute(shared.clone(), task, slot, claimed_at));
         }
         if got == want {
             continue; // there may be more
@@ -109,15 +126,21 @@ async fn idle_wait(
     notes: &mut broadcast::Receiver<Notification>,
     stop: &CancellationToken,
 ) -> bool {
-    let next = shared
+    let next = match shared
         .store
         .task_next_run_at(&TaskNextRunAtParams {
             queue: queue.to_owned(),
             names: Some(shared.names()),
         })
         .await
-        .ok()
-        .flatten();
+    {
+        Ok(next) => next,
+        Err(e) => {
+            // the safety poll stands in for the scheduled time
+            tracing::debug!(queue = %queue, error = %e, "could not read the next scheduled time");
+            None
+        }
+    };
     let mut wait = shared.config.poll_interval;
     if let Some(at) = next {
         let until = (at - shared.clock.now()).to_std().unwrap_or(Duration::ZERO);
@@ -125,18 +148,21 @@ async fn idle_wait(
     }
     let timer = tokio::time::sleep(wait);
     tokio::pin!(timer);
+    let mut listening = true;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return false,
             _ = &mut timer => return true,
-            note = notes.recv() => match note {
+            note = notes.recv(), if listening => match note {
                 Ok(Notification::Available { queue: None }) => return true,
                 Ok(Notification::Available { queue: Some(q) }) if q == queue => return true,
                 Ok(_) => continue,
                 Err(RecvError::Lagged(_)) => return true,
                 Err(RecvError::Closed) => {
+                    // subscribe afresh; until the timer fires, only it wakes
+                    // us (a notifier that stays closed must not spin this loop)
                     *notes = shared.store.notifier().subscribe();
-                    return true;
+                    listening = false;
                 }
             },
         }

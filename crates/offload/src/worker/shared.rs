@@ -24,6 +24,7 @@ pub(crate) struct WorkerConfig {
     pub(crate) abort_grace: Duration,
     pub(crate) poll_interval: Duration,
     pub(crate) maintenance_interval: Duration,
+    pub(crate) leader_ttl: Duration,
     pub(crate) retention: Duration,
     pub(crate) claim_batch: usize,
 }
@@ -38,6 +39,13 @@ pub(crate) struct RegisteredRunner {
 struct RunningAttempt {
     lease: LeaseRef,
     stop: Arc<watch::Sender<Option<StopReason>>>,
+    /// When the lease runs out unless renewed, by this process's clock:
+    /// counted from just before the claim or the last renewal that the
+    /// store confirmed was sent.
+    lease_deadline: tokio::time::Instant,
+    /// The outcome is with the completer: the attempt has ended, and the
+    /// lease may vanish under a heartbeat as the outcome is stored.
+    finishing: bool,
 }
 
 /// A claimed slot of a queue's concurrency. It is held until the attempt's
@@ -73,12 +81,15 @@ pub(crate) struct Registration {
 }
 
 impl Registration {
+    /// `claimed_at`: just before the claim that took this lease was sent.
     pub(crate) fn new(
         shared: Arc<Shared>,
         lease: LeaseRef,
         stop: Arc<watch::Sender<Option<StopReason>>>,
+        claimed_at: tokio::time::Instant,
     ) -> Self {
-        shared.register(lease, stop);
+        let deadline = later_instant(claimed_at, shared.config.lease);
+        shared.register(lease, stop, deadline);
         Self { shared, lease }
     }
 }
@@ -217,9 +228,21 @@ impl Shared {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn register(&self, lease: LeaseRef, stop: Arc<watch::Sender<Option<StopReason>>>) {
-        self.running()
-            .insert(lease.lease_token, RunningAttempt { lease, stop });
+    fn register(
+        &self,
+        lease: LeaseRef,
+        stop: Arc<watch::Sender<Option<StopReason>>>,
+        lease_deadline: tokio::time::Instant,
+    ) {
+        self.running().insert(
+            lease.lease_token,
+            RunningAttempt {
+                lease,
+                stop,
+                lease_deadline,
+                finishing: false,
+            },
+        );
     }
 
     fn unregister(&self, lease: LeaseRef) {
@@ -232,6 +255,41 @@ impl Shared {
 
     pub(crate) fn leases(&self) -> Vec<LeaseRef> {
         self.running().values().map(|r| r.lease).collect()
+    }
+
+    /// Records that the store renewed `lease` with a heartbeat sent at `sent_at`.
+    pub(crate) fn renewed(&self, lease: LeaseRef, sent_at: tokio::time::Instant) {
+        let deadline = later_instant(sent_at, self.config.lease);
+        if let Some(r) = self.running().get_mut(&lease.lease_token) {
+            r.lease_deadline = r.lease_deadline.max(deadline);
+        }
+    }
+
+    /// Asks every attempt still running whose lease ran out by `now` (the
+    /// store could not be reached to renew it) to stop: another worker may
+    /// run its task by now. Returns how many were newly asked. (An
+    /// attempt whose outcome is with the completer has nothing left to
+    /// stop; the store refuses its outcome if the task was rescued.)
+    pub(crate) fn stop_lapsed(&self, now: tokio::time::Instant) -> usize {
+        self.running()
+            .values()
+            .filter(|r| r.lease_deadline <= now && !r.finishing)
+            .filter(|r| request_stop(&r.stop, StopReason::LeaseLost))
+            .count()
+    }
+
+    /// A heartbeat found `lease` no longer live: asks its attempt to stop.
+    /// Returns whether an attempt was still running under it (not when its
+    /// outcome was already with the completer, which may just have stored
+    /// it and so cleared the lease).
+    pub(crate) fn lease_lost(&self, lease: LeaseRef) -> bool {
+        match self.running().get(&lease.lease_token) {
+            Some(r) if !r.finishing => {
+                request_stop(&r.stop, StopReason::LeaseLost);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Asks the attempt holding `lease` to stop (the first reason wins).
@@ -255,6 +313,9 @@ impl Shared {
     }
 
     pub(crate) fn complete(&self, finish: TaskFinish, held: Held) {
+        if let Some(r) = self.running().get_mut(&finish.lease.lease_token) {
+            r.finishing = true;
+        }
         if self
             .completions
             .send(CompleterMsg::Finish(finish, held))
@@ -293,8 +354,16 @@ impl Shared {
     }
 }
 
-/// Sets the stop reason unless one is set already.
-pub(crate) fn request_stop(tx: &watch::Sender<Option<StopReason>>, reason: StopReason) {
+/// `at + d` (leases are at most an hour, so this does not overflow; if it
+/// did, the far end of what an instant can hold is a day ahead at least).
+fn later_instant(at: tokio::time::Instant, d: Duration) -> tokio::time::Instant {
+    at.checked_add(d)
+        .or_else(|| at.checked_add(Duration::from_secs(86_400)))
+        .unwrap_or(at)
+}
+
+/// Sets the stop reason unless one is set already; whether it was set now.
+pub(crate) fn request_stop(tx: &watch::Sender<Option<StopReason>>, reason: StopReason) -> bool {
     tx.send_if_modified(|current| {
         if current.is_none() {
             *current = Some(reason);
@@ -302,5 +371,5 @@ pub(crate) fn request_stop(tx: &watch::Sender<Option<StopReason>>, reason: StopR
         } else {
             false
         }
-    });
+    })
 }
