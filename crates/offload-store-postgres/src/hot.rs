@@ -751,6 +751,22 @@ pub(crate) async fn rescue(store: &PgStore, p: &TaskRescueParams) -> StoreResult
     if p.limit == 0 {
         return Ok(Vec::new());
     }
+    // Most rounds find nothing: one statement, no transaction, then.
+    let probe = format!(
+        "SELECT EXISTS (SELECT 1 FROM {}.tasks WHERE status = 'running' \
+         AND lease_expires_at < $1)",
+        store.q()
+    );
+    let any: bool = sqlx::query(AssertSqlSafe(probe))
+        .bind(p.now)
+        .fetch_one(&store.inner.pool)
+        .await
+        .map_err(map)?
+        .try_get(0)
+        .map_err(map)?;
+    if !any {
+        return Ok(Vec::new());
+    }
     let mut tx = store.inner.pool.begin().await.map_err(map)?;
     let sql = format!(
         "SELECT id, lease_token, attempt, max_attempts, abort_requested_at IS NOT NULL \

@@ -19,13 +19,18 @@ pub const DEFAULT_CONCURRENCY: usize = 10;
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// How long an attempt asked to stop may take before its future is dropped.
 pub const DEFAULT_ABORT_GRACE: Duration = Duration::from_secs(5);
-/// Safety poll of an idle producer (wake-ups normally come by notification).
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
-/// How often the leader rescues expired leases.
-pub const DEFAULT_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+/// Safety poll of an idle producer. Wake-ups normally come by notification
+/// (also across processes, on both stores), so this only bounds the delay
+/// when one is lost; it keeps an idle worker under one statement a second.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
+/// How often workers hold the leader election and the leader rescues
+/// expired leases: a dead worker's tasks run again within their lease plus
+/// this long (plus the leader's ttl when the leader itself died on a store
+/// without session locks, i.e. SQLite).
+pub const DEFAULT_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
 /// Unless set with [`WorkerBuilder::leader_ttl`], leadership lasts this
 /// many maintenance intervals without renewal...
-const LEADER_TTL_INTERVALS: u32 = 5;
+const LEADER_TTL_INTERVALS: u32 = 3;
 /// ... and at least this long.
 const MIN_DEFAULT_LEADER_TTL: Duration = Duration::from_secs(2);
 /// Most tasks taken in one claim.
@@ -178,7 +183,7 @@ impl WorkerBuilder {
     /// from the store but its process lives, another worker takes over
     /// after this long; a leader whose process died is replaced sooner where
     /// the store can tell (PostgreSQL: within one maintenance interval).
-    /// Default: five maintenance intervals, and at least 2 s. Must be
+    /// Default: three maintenance intervals, and at least 2 s. Must be
     /// longer than the maintenance interval; several intervals let the
     /// leader survive a missed renewal or two.
     pub fn leader_ttl(mut self, ttl: Duration) -> Self {

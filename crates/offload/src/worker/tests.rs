@@ -450,12 +450,12 @@ async fn shutdown_during_a_store_outage_is_prompt() {
 }
 
 #[tokio::test]
-async fn leader_ttl_defaults_to_five_intervals_and_must_exceed_the_interval() {
+async fn leader_ttl_defaults_to_three_intervals_and_must_exceed_the_interval() {
     let f = fixture().await;
     let base =
         || Worker::builder(f.flaky.clone()).runner("x", FnRunner(|_, _| async { Ok(Value::Null) }));
     let ttl = |b: WorkerBuilder| b.build().map(|w| w.shared.config.leader_ttl);
-    assert_eq!(ttl(base()).unwrap(), Duration::from_secs(5));
+    assert_eq!(ttl(base()).unwrap(), Duration::from_secs(15));
     assert_eq!(
         ttl(base().maintenance_interval(Duration::from_millis(100))).unwrap(),
         Duration::from_secs(2),
@@ -468,6 +468,6 @@ async fn leader_ttl_defaults_to_five_intervals_and_must_exceed_the_interval() {
         .unwrap(),
         Duration::from_millis(300)
     );
-    let err = ttl(base().leader_ttl(Duration::from_millis(500))).unwrap_err();
+    let err = ttl(base().leader_ttl(Duration::from_secs(5))).unwrap_err();
     assert!(err.to_string().contains("leader_ttl"), "{err}");
 }
