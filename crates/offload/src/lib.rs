@@ -69,7 +69,7 @@ pub use typed::TaskType;
 /// The PostgreSQL backend: [`PgStore`](postgres::PgStore) and the `sqlx`
 /// version it links, for [`Client::trigger_in_tx`].
 pub mod postgres {
-    pub use offload_store_postgres::{PgOptions, PgStore, sqlx};
+    pub use offload_store_postgres::{PgOptions, PgStore, check_schema, redact, sqlx};
 }
 pub use worker::{
     DEFAULT_ABORT_GRACE, DEFAULT_CLAIM_BATCH, DEFAULT_CONCURRENCY, DEFAULT_MAINTENANCE_INTERVAL,

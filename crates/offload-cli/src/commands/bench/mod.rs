@@ -17,7 +17,15 @@
 //! it). `--database-url` measures another database instead,
 //! which must hold no task at all: the bench never touches data it did not
 //! create.
+//!
+//! `--backend postgres` measures the PostgreSQL store in a schema of its
+//! own (default `offload_bench` in `postgres://postgres@127.0.0.1:5432/test`,
+//! or `$OFFLOAD_BENCH_DATABASE_URL`, or `--database-url`; `?schema=NAME`
+//! picks another schema), which it drops before each workload and at the
+//! end, as the PostgreSQL peers do with theirs (see [`pg`] for what it
+//! refuses to drop and how two runs on one schema are kept apart).
 
+mod pg;
 mod worker;
 mod workloads;
 
@@ -57,7 +65,10 @@ pub(crate) struct BenchArgs {
     /// Run the worker inside this process instead of a separate one.
     #[arg(long)]
     embedded: bool,
-    /// Measure this database, which must be empty [default: a fresh file in $TMPDIR/offload-bench-sqlite/]
+    /// Measure this database. SQLite: it must hold no task [default: a fresh file in
+    /// $TMPDIR/offload-bench-sqlite/]. PostgreSQL: the bench uses (and drops) the schema
+    /// offload_bench, or the URL's ?schema=NAME [default: $OFFLOAD_BENCH_DATABASE_URL, else
+    /// postgres://postgres@127.0.0.1:5432/test]
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
     /// Internal: run as the bench's worker process (`drain` or `latency`).
@@ -73,12 +84,15 @@ pub(crate) struct BenchArgs {
 enum Backend {
     /// The embedded SQLite store.
     Sqlite,
+    /// The PostgreSQL store, in a schema of the bench's own.
+    Postgres,
 }
 
 impl Backend {
     fn as_str(self) -> &'static str {
         match self {
             Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
         }
     }
 }
@@ -161,15 +175,32 @@ pub(crate) async fn run(args: BenchArgs, _globals: &Globals) -> anyhow::Result<(
         peer,
         backend: args.backend.as_str(),
     };
-    let target = match args.database_url {
-        Some(url) => Target::Given(url),
-        None => Target::TempDir(std::env::temp_dir().join(BENCH_DIR)),
+    let target = match (args.backend, args.database_url) {
+        (Backend::Postgres, url) => {
+            let url = url
+                .or_else(|| std::env::var(pg::URL_ENV).ok())
+                .filter(|u| !u.trim().is_empty())
+                .unwrap_or_else(|| pg::DEFAULT_URL.to_owned());
+            Target::Postgres(pg::PgTarget::prepare(&url).await?)
+        }
+        (Backend::Sqlite, Some(url)) if is_postgres(&url) => {
+            return Err(Failure::usage(format!(
+                "{} is a PostgreSQL URL; measure it with --backend postgres",
+                pg::redact(&url)
+            )));
+        }
+        (Backend::Sqlite, Some(url)) => Target::Given(url),
+        (Backend::Sqlite, None) => Target::TempDir(std::env::temp_dir().join(BENCH_DIR)),
     };
     target.prepare()?;
     let outcome = drive(&out, &settings, &target, args.embedded).await;
-    let cleaned = target.finish();
+    let cleaned = target.finish().await;
     outcome?;
     cleaned
+}
+
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 /// Opens the store, runs the workloads and removes the bench's tasks from a
@@ -182,7 +213,13 @@ async fn drive(
     embedded: bool,
 ) -> anyhow::Result<()> {
     let mut bench = workloads::Bench::open(out, settings, target, embedded).await?;
-    out.version(durability(&target.url()));
+    match target {
+        Target::Postgres(pg) => {
+            let (durability, server) = pg.server().await;
+            out.version(&durability, Some(&format!("postgresql={server}")));
+        }
+        _ => out.version(durability(&target.url()), None),
+    }
     let interrupted = tokio::select! {
         () = bench.run_all() => None,
         signal = stop_signal() => Some(signal),
@@ -219,6 +256,8 @@ pub(super) enum Target {
     TempDir(PathBuf),
     /// A database the user named; must be empty.
     Given(String),
+    /// A PostgreSQL schema of the bench's own (dropped before and after).
+    Postgres(pg::PgTarget),
 }
 
 impl Target {
@@ -237,25 +276,30 @@ impl Target {
                         ),
                     ));
                 }
-                self.fresh().map(drop)
+                remove_dir(dir)?;
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+                write_owner(dir)
             }
-            Target::Given(_) => Ok(()),
+            Target::Given(_) | Target::Postgres(_) => Ok(()),
         }
     }
 
-    /// Replaces the temp folder's database with a fresh one (the store must
-    /// be closed); false for a given database, which is never replaced.
-    fn fresh(&self) -> anyhow::Result<bool> {
+    /// Replaces the temp folder's database or the bench's PostgreSQL schema
+    /// with a fresh one (the store must be closed; a PostgreSQL store
+    /// creates its schema again when it opens); false for a given
+    /// database, which is never replaced.
+    async fn fresh(&self) -> anyhow::Result<bool> {
         match self {
             Target::TempDir(dir) => {
                 remove_dir(dir)?;
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("cannot create {}", dir.display()))?;
-                std::fs::write(dir.join(OWNER_FILE), std::process::id().to_string())
-                    .with_context(|| format!("cannot write into {}", dir.display()))?;
+                write_owner(dir)?;
                 Ok(true)
             }
             Target::Given(_) => Ok(false),
+            Target::Postgres(pg) => pg.drop_schema().await.map(|()| true),
         }
     }
 
@@ -263,15 +307,23 @@ impl Target {
         match self {
             Target::TempDir(dir) => format!("sqlite://{}", dir.join("bench.db").display()),
             Target::Given(url) => url.clone(),
+            Target::Postgres(pg) => pg.url().to_owned(),
         }
     }
 
-    fn finish(&self) -> anyhow::Result<()> {
+    async fn finish(self) -> anyhow::Result<()> {
         match self {
-            Target::TempDir(dir) => remove_dir(dir),
+            Target::TempDir(dir) => remove_dir(&dir),
             Target::Given(_) => Ok(()),
+            Target::Postgres(pg) => pg.finish().await,
         }
     }
+}
+
+/// Marks `dir` as this process's.
+fn write_owner(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::write(dir.join(OWNER_FILE), std::process::id().to_string())
+        .with_context(|| format!("cannot write into {}", dir.display()))
 }
 
 /// The bench run that owns `dir`, if its process is still alive.
@@ -307,9 +359,10 @@ impl Out {
         let _ = output::print(text);
     }
 
-    fn version(&self, durability: &str) {
+    fn version(&self, durability: &str, server: Option<&str>) {
+        let server = server.map(|s| format!(" {s}")).unwrap_or_default();
         Self::line(&format!(
-            "VERSION peer={} packages=offload-{} rustc={} durability={durability}",
+            "VERSION peer={} packages=offload-{} rustc={} durability={durability}{server}",
             self.peer,
             env!("CARGO_PKG_VERSION"),
             env!("OFFLOAD_RUSTC_VERSION"),

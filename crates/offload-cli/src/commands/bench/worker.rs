@@ -11,7 +11,11 @@
 //! As in the peer harness the worker is a separate process: the driver
 //! starts this binary again as `offload bench --worker <mode> --expect <n>
 //! --database-url <url>` ([`WorkerLink::spawn`]), which prints each
-//! [`Report`] as one JSON line on stdout. With `--embedded` the same
+//! [`Report`] as one JSON line on stdout. The driver holds the worker's
+//! stdin open; when it closes (the driver ended, even by `SIGKILL`) the
+//! worker process exits at once, so an orphaned worker never takes tasks
+//! from a later run's database (on PostgreSQL the schema has the same
+//! name). With `--embedded` the same
 //! [`serve`] runs as a task of the driver, on the driver's store, and
 //! reports over a channel ([`WorkerLink::embedded`]).
 
@@ -24,7 +28,7 @@ use anyhow::{Context as _, anyhow};
 use offload::{Client, Context, Controller, Runner, Store, Task, TaskError, Worker, async_trait};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout};
@@ -218,6 +222,7 @@ pub(super) async fn process_main(
     expect: u64,
 ) -> anyhow::Result<()> {
     tracing::debug!(mode = mode.as_str(), expect, "bench worker process");
+    exit_with_driver();
     serve(settings, Source::Url(url.to_owned()), expect, |r| {
         // stdout is the link to the driver; if it is gone, so is the driver
         let _ = serde_json::to_string(&r).map(|line| output::print(&line));
@@ -226,12 +231,37 @@ pub(super) async fn process_main(
     Ok(())
 }
 
+/// Exits this process as soon as stdin reaches its end or fails: the
+/// driver holds the other end and is gone then. A plain thread, since a
+/// blocking read cannot be cancelled and must not hold up the runtime's
+/// shutdown; it dies with the process.
+fn exit_with_driver() {
+    let watch = std::thread::Builder::new()
+        .name("bench-driver-watch".into())
+        .spawn(|| {
+            let mut buf = [0u8; 64];
+            loop {
+                match std::io::Read::read(&mut std::io::stdin(), &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+            tracing::warn!("bench worker: the driver is gone (stdin closed); exiting");
+            std::process::exit(i32::from(crate::failure::code::FAILED));
+        });
+    if let Err(e) = watch {
+        tracing::warn!(error = %e, "bench worker: cannot watch for the driver's end");
+    }
+}
+
 /// The driver's end of a running bench worker.
 pub(super) enum WorkerLink {
     /// A separate process reporting on its stdout.
     Process {
         child: Box<Child>,
         lines: Lines<BufReader<ChildStdout>>,
+        /// Held open while the worker runs; its end stops the worker.
+        _stdin: ChildStdin,
     },
     /// A task in this process reporting over a channel.
     Embedded {
@@ -250,7 +280,7 @@ impl WorkerLink {
             .arg(expect.to_string())
             .arg("--database-url")
             .arg(url)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
@@ -259,9 +289,14 @@ impl WorkerLink {
             .stdout
             .take()
             .context("the bench worker process has no stdout")?;
+        let stdin = child
+            .stdin
+            .take()
+            .context("the bench worker process has no stdin")?;
         Ok(Self::Process {
             child: Box::new(child),
             lines: BufReader::new(stdout).lines(),
+            _stdin: stdin,
         })
     }
 

@@ -14,9 +14,9 @@
 //!   of what the runner measured.
 //!
 //! Each workload but `drain` first deletes the bench's data, as the peers
-//! do: in the temp folder it starts over with a fresh database file; in a
-//! database given with `--database-url` it deletes the bench's own tasks
-//! ([`clean`]). A workload that fails or times out prints a `NOTE` line and
+//! do: in the temp folder it starts over with a fresh database file; on
+//! PostgreSQL with a fresh schema; in a SQLite database given with
+//! `--database-url` it deletes the bench's own tasks ([`clean`]). A workload that fails or times out prints a `NOTE` line and
 //! the next one runs.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -92,15 +92,17 @@ impl<'a> Bench<'a> {
     }
 
     /// Deletes the bench's data, as each peer does before a workload: a
-    /// fresh database file in the temp folder (the store is closed and
-    /// opened again), or the bench's own tasks in a given database.
+    /// fresh database file in the temp folder or a fresh PostgreSQL schema
+    /// (the store is closed and opened again), or the bench's own tasks in
+    /// a given database.
     async fn reset(&mut self) -> anyhow::Result<()> {
         if let Target::Given(_) = self.target {
             return clean(self.client()?).await;
         }
         // closes the store: its writer thread stops, its wake-up socket goes
+        // (PostgreSQL: its pool and listener close)
         self.client = None;
-        self.target.fresh()?;
+        self.target.fresh().await?;
         self.client = Some(connect(&self.url).await?);
         Ok(())
     }
