@@ -162,10 +162,11 @@ pub(crate) async fn insert(
     // Inside the caller's transaction the notification must ride along
     // (commit time is unknown here), from instance "-" so this process's
     // own listener delivers it too. A standalone insert is debounced.
-    let plan = if local {
-        store.inner.debounce.plan(payload)
+    let (plan, flight) = if local {
+        let (plan, flight) = store.inner.debounce.plan(payload);
+        (plan, Some(flight))
     } else {
-        Plan::Inline(payload)
+        (Plan::Inline(payload), None)
     };
     let text = match &plan {
         Plan::Inline(p) if local => Some(store.payload(p)),
@@ -190,6 +191,7 @@ pub(crate) async fn insert(
         .bind(&text)
         .execute(&mut *conn)
         .await;
+    drop(flight);
     if let Err(e) = result {
         if let (Plan::Inline(p), true) = (plan, local) {
             store.inner.debounce.restore(p);
@@ -409,7 +411,7 @@ pub(crate) async fn progress(
     let task_ids: Vec<TaskId> = p.updates.iter().map(|u| u.lease.id).collect();
     let mut payload = Payload::default();
     payload.changed(&task_ids);
-    let plan = store.inner.debounce.plan(payload);
+    let (plan, flight) = store.inner.debounce.plan(payload);
     let rows = sqlx::query(AssertSqlSafe(store.inner.sql.progress.clone()))
         .bind(&ids)
         .bind(&tokens)
@@ -419,6 +421,7 @@ pub(crate) async fn progress(
         .bind(store.plan_text(&plan))
         .fetch_all(&store.inner.pool)
         .await;
+    drop(flight);
     let rows = store.after_hot_write(plan, rows.map_err(map), |rows| !rows.is_empty())?;
     let live = id_abort_rows(&rows)?;
     let changed: Vec<TaskId> = live
@@ -630,7 +633,7 @@ pub(crate) async fn finish(
             ends.push(item.lease.id, item.lease.lease_token.0, end);
         }
     }
-    let plan = store.inner.debounce.plan(ends_payload(&p.items));
+    let (plan, flight) = store.inner.debounce.plan(ends_payload(&p.items));
     let accepted = end_attempts(
         store,
         &store.inner.pool,
@@ -639,6 +642,7 @@ pub(crate) async fn finish(
         store.plan_text(&plan),
     )
     .await;
+    drop(flight);
     let accepted = store.after_hot_write(plan, accepted, |a| !a.is_empty())?;
     let mut out = Vec::with_capacity(p.items.len());
     let mut counted = HashSet::new();

@@ -140,13 +140,14 @@ fn id_line(kind: char, ids: &[TaskId]) -> String {
 /// cluster-wide lock held through the commit's WAL flush), so a `NOTIFY`
 /// in every enqueue would undo group commit: measured here, 8 clients
 /// inserting one row per transaction reach about a quarter of the rate
-/// once each also notifies. So a hot write notifies inline only when this
-/// store has not done so within [`DEBOUNCE`]; otherwise its payload is
-/// merged into a trailing notification sent by a background task once the
-/// window ends (after the write has committed, since it is scheduled when
-/// the write returns). A first enqueue after a quiet spell still wakes
-/// workers at once; under load, wake-ups lag by at most the window, while
-/// busy workers keep claiming anyway.
+/// once each also notifies. So a hot write notifies inline when no other
+/// hot write of this store is in flight (nothing to serialise against) or
+/// when the store has not notified within [`DEBOUNCE`]; otherwise its
+/// payload is merged into a trailing notification sent by a background
+/// task once the window ends (after the write has committed, since it is
+/// scheduled when the write returns). One caller enqueueing at a time
+/// always wakes workers at once; under concurrent load, wake-ups lag by at
+/// most the window, while busy workers keep claiming anyway.
 #[derive(Debug, Default)]
 pub(crate) struct Debounce {
     state: std::sync::Mutex<DebounceState>,
@@ -155,8 +156,22 @@ pub(crate) struct Debounce {
 #[derive(Debug, Default)]
 struct DebounceState {
     last_inline: Option<std::time::Instant>,
+    /// Hot writes planned and not yet returned.
+    in_flight: usize,
     pending: Payload,
     flush_scheduled: bool,
+}
+
+/// A hot write in flight; dropping it ends the write for [`Debounce`].
+#[derive(Debug)]
+pub(crate) struct Flight(Arc<Debounce>);
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        if let Ok(mut st) = self.0.state.lock() {
+            st.in_flight = st.in_flight.saturating_sub(1);
+        }
+    }
 }
 
 /// The notification window of hot writes.
@@ -173,16 +188,20 @@ pub(crate) enum Plan {
 }
 
 impl Debounce {
-    /// Decides for a write about to run.
-    pub(crate) fn plan(&self, p: Payload) -> Plan {
+    /// Decides for a write about to run. The write counts as in flight
+    /// until the returned [`Flight`] is dropped.
+    pub(crate) fn plan(self: &Arc<Self>, p: Payload) -> (Plan, Flight) {
+        let flight = Flight(self.clone());
         let Ok(mut st) = self.state.lock() else {
-            return Plan::Inline(p);
+            return (Plan::Inline(p), flight);
         };
+        st.in_flight += 1;
         let now = std::time::Instant::now();
-        let quiet = st
-            .last_inline
-            .is_none_or(|t| now.duration_since(t) >= DEBOUNCE);
-        if quiet {
+        let quiet = st.in_flight == 1
+            || st
+                .last_inline
+                .is_none_or(|t| now.duration_since(t) >= DEBOUNCE);
+        let plan = if quiet {
             st.last_inline = Some(now);
             let mut all = std::mem::take(&mut st.pending);
             all.merge(p);
@@ -190,7 +209,8 @@ impl Debounce {
         } else {
             st.pending.merge(p);
             Plan::Deferred
-        }
+        };
+        (plan, flight)
     }
 
     /// Puts a payload back (its write failed before sending it), so the
@@ -431,24 +451,43 @@ mod tests {
     }
 
     #[test]
-    fn hot_writes_notify_inline_once_per_window() {
-        let d = Debounce::default();
+    fn concurrent_hot_writes_notify_inline_once_per_window() {
+        let d = Arc::new(Debounce::default());
         let mut first = Payload::default();
         first.available("a");
-        assert!(matches!(d.plan(first), Plan::Inline(_)));
+        let (plan, first_flight) = d.plan(first);
+        assert!(matches!(plan, Plan::Inline(_)));
         let mut second = Payload::default();
         second.available("b");
-        assert!(matches!(d.plan(second), Plan::Deferred));
+        let (plan, second_flight) = d.plan(second);
+        assert!(
+            matches!(plan, Plan::Deferred),
+            "the first is still in flight"
+        );
         assert!(d.claim_flush().is_some());
         assert!(d.claim_flush().is_none(), "one flush at a time");
         let flushed = d.take_for_flush();
         assert_eq!(flushed.body(), "a|b");
+        drop(second_flight);
         std::thread::sleep(DEBOUNCE);
         let mut third = Payload::default();
         third.available("c");
         match d.plan(third) {
-            Plan::Inline(p) => assert_eq!(p.body(), "a|c"),
-            Plan::Deferred => panic!("a quiet window notifies inline"),
+            (Plan::Inline(p), _) => assert_eq!(p.body(), "a|c"),
+            (Plan::Deferred, _) => panic!("a quiet window notifies inline"),
+        }
+        drop(first_flight);
+    }
+
+    #[test]
+    fn a_write_with_none_other_in_flight_notifies_inline() {
+        let d = Arc::new(Debounce::default());
+        for q in ["a", "b", "c"] {
+            let mut p = Payload::default();
+            p.available(q);
+            let (plan, flight) = d.plan(p);
+            assert!(matches!(plan, Plan::Inline(_)), "{q}");
+            drop(flight);
         }
     }
 }

@@ -100,6 +100,10 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(options.pool_size)
             .min_connections(0)
+            // no ping before every statement (a round trip each): a
+            // connection that died fails its statement, is discarded, and
+            // callers retry, as they must for a drop mid-statement anyway
+            .test_before_acquire(false)
             .acquire_timeout(options.acquire_timeout)
             .connect_lazy_with(connect.clone());
         {
