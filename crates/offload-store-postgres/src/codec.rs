@@ -180,8 +180,10 @@ pub(crate) struct NewRows {
     pub(crate) run_ats: Vec<DateTime<Utc>>,
     pub(crate) timeouts: Vec<Option<i64>>,
     pub(crate) retries: Vec<Option<Value>>,
-    pub(crate) tags: Vec<Value>,
-    pub(crate) metadata: Vec<Value>,
+    /// `None`: no tags (`[]`, filled in by the statement).
+    pub(crate) tags: Vec<Option<Value>>,
+    /// `None`: no metadata (`{}`, filled in by the statement).
+    pub(crate) metadata: Vec<Option<Value>>,
 }
 
 impl NewRows {
@@ -209,12 +211,9 @@ impl NewRows {
         self.run_ats.push(run_at);
         self.timeouts.push(o.timeout.map(millis));
         self.retries.push(o.retry.as_ref().map(json).transpose()?);
-        self.tags.push(json(&o.tags)?);
-        self.metadata.push(
-            o.metadata
-                .clone()
-                .unwrap_or_else(|| Value::Object(Default::default())),
-        );
+        self.tags
+            .push((!o.tags.is_empty()).then(|| json(&o.tags)).transpose()?);
+        self.metadata.push(o.metadata.clone());
         Ok(())
     }
 }

@@ -42,9 +42,13 @@ impl Statements {
             insert: Arc::from(format!(
                 "WITH ins AS (INSERT INTO {q}.tasks (id, name, queue, input, status, priority, \
                  max_attempts, run_at, timeout_ms, retry, tags, metadata, created_at, updated_at) \
-                 SELECT u.*, $13, $13 FROM unnest($1::uuid[], $2::text[], $3::text[], \
-                 $4::jsonb[], $5::text[], $6::int4[], $7::int4[], $8::timestamptz[], $9::int8[], \
-                 $10::jsonb[], $11::jsonb[], $12::jsonb[]) AS u) \
+                 SELECT u.id, u.name, u.queue, u.input, u.status, u.priority, u.max_attempts, \
+                 u.run_at, u.timeout_ms, u.retry, coalesce(u.tags, '[]'), \
+                 coalesce(u.metadata, '{{}}'), $13, $13 FROM unnest($1::uuid[], $2::text[], \
+                 $3::text[], $4::jsonb[], $5::text[], $6::int4[], $7::int4[], \
+                 $8::timestamptz[], $9::int8[], $10::jsonb[], $11::jsonb[], $12::jsonb[]) \
+                 AS u(id, name, queue, input, status, priority, max_attempts, run_at, \
+                 timeout_ms, retry, tags, metadata)) \
                  SELECT pg_notify($14, $15) WHERE $15 IS NOT NULL"
             )),
             claim_any: claim_sql(q, false).into(),
