@@ -7,6 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
+
 use super::backoff::Backoff;
 use offload_store::{FinishOutcome, TaskFinish, TaskFinishParams};
 use offload_types::Status;
@@ -16,26 +19,41 @@ use super::shared::{CompleterMsg, Counters, Shared};
 
 /// Most outcomes written in one call.
 const MAX_BATCH: usize = 1000;
+/// Writes in flight at once: outcomes that arrive while one is being
+/// written go out at once in a second, instead of waiting a round trip
+/// (their slots stay taken until they are stored).
+const MAX_WRITES_IN_FLIGHT: usize = 2;
 /// Once shutdown has gone on this long, a failing write is given up
 /// (the leases then expire and the tasks run again).
 const CLOSING_RETRY_LIMIT: Duration = Duration::from_secs(30);
 
 pub(crate) async fn run(shared: Arc<Shared>, mut inbox: mpsc::UnboundedReceiver<CompleterMsg>) {
+    let mut writes = FuturesUnordered::new();
     let mut closing = false; // the inbox is closed: write what is left, then stop
-    while !closing {
-        let Some(first) = inbox.recv().await else {
-            return;
+    loop {
+        let first = if closing {
+            None
+        } else if writes.len() < MAX_WRITES_IN_FLIGHT {
+            tokio::select! {
+                msg = inbox.recv() => Some(msg),
+                Some(()) = writes.next(), if !writes.is_empty() => continue,
+            }
+        } else {
+            // as many writes in flight as allowed: wait for one to end
+            writes.next().await;
+            continue;
         };
         let mut batch = Vec::new();
         let mut slots = Vec::new();
         match first {
-            CompleterMsg::Finish(f, held) => {
+            Some(Some(CompleterMsg::Finish(f, held))) => {
                 batch.push(f);
                 slots.push(held);
             }
-            CompleterMsg::Close => closing = true,
+            Some(Some(CompleterMsg::Close)) | Some(None) => closing = true,
+            None => {}
         }
-        while batch.len() < MAX_BATCH {
+        while !closing && batch.len() < MAX_BATCH {
             match inbox.try_recv() {
                 Ok(CompleterMsg::Finish(f, held)) => {
                     batch.push(f);
@@ -46,10 +64,17 @@ pub(crate) async fn run(shared: Arc<Shared>, mut inbox: mpsc::UnboundedReceiver<
             }
         }
         if !batch.is_empty() {
-            write(&shared, batch).await;
+            let shared = shared.clone();
+            writes.push(async move {
+                write(&shared, batch).await;
+                // the outcomes are stored: stop renewing their leases, free the slots
+                drop(slots);
+            });
         }
-        // the outcomes are stored: stop renewing their leases, free the slots
-        drop(slots);
+        if closing {
+            while writes.next().await.is_some() {}
+            return;
+        }
     }
 }
 

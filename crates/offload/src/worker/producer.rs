@@ -18,8 +18,10 @@ use super::backoff::Backoff;
 use super::executor;
 use super::shared::{Counters, Shared, Slot};
 
-/// When fewer slots than this fraction of the concurrency are free and work
-/// is running, wait this long for more to free up, so claims stay batched.
+/// When fewer slots than 1/GATHER_FRACTION of the claim size are free and
+/// work is running, wait up to GATHER_WAIT for more to free up, so claims
+/// stay batched.
+const GATHER_FRACTION: usize = 2;
 const GATHER_WAIT: Duration = Duration::from_millis(2);
 
 pub(crate) async fn run(
@@ -46,9 +48,18 @@ pub(crate) async fn run(
                 _ = slot_freed.notified() => continue,
             }
         }
-        if free < (concurrency.min(batch) / 4).max(1) && free < concurrency {
-            // a few slots free while many run: let more finish so the claim is batched
-            let _ = tokio::time::timeout(GATHER_WAIT, slot_freed.notified()).await;
+        let enough = (concurrency.min(batch) / GATHER_FRACTION).max(1);
+        if free < enough && free < concurrency {
+            // a few slots free while many run: let more finish (for at
+            // most GATHER_WAIT) so the claim is batched
+            let deadline = tokio::time::Instant::now() + GATHER_WAIT;
+            while free < enough
+                && tokio::time::timeout_at(deadline, slot_freed.notified())
+                    .await
+                    .is_ok()
+            {
+                free = slots.available_permits();
+            }
             free = slots.available_permits();
         }
         drain(&mut notes);
