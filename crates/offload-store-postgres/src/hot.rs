@@ -13,9 +13,7 @@ use offload_store::{
     FinishOutcome, FinishResult, LeaseState, Notification, RescuedTask, StoreError, StoreResult,
     TaskClaimParams, TaskFinishParams, TaskHeartbeatParams, TaskProgressParams, TaskRescueParams,
 };
-use offload_types::{
-    AttemptOutcome, NewTask, Status, Task, TaskErrorRecord, TaskId, ValidationError,
-};
+use offload_types::{AttemptOutcome, NewTask, Status, Task, TaskId, ValidationError};
 use serde_json::Value;
 use sqlx::{Executor, PgConnection, Postgres, Row};
 use uuid::Uuid;
@@ -467,61 +465,15 @@ struct End {
 
 impl End {
     fn of(outcome: &FinishOutcome, now: DateTime<Utc>) -> StoreResult<Self> {
-        let base = End {
-            status: Status::Success,
-            output: None,
-            set_error: false,
-            error: None,
-            run_at: None,
-            uncount: false,
-            outcome: AttemptOutcome::Success,
-        };
-        let err = |e: &TaskErrorRecord| json(e).map(Some);
-        Ok(match outcome {
-            FinishOutcome::Success { output } => End {
-                output: Some(output.clone()),
-                set_error: true,
-                ..base
-            },
-            FinishOutcome::Retry { error, run_at } => End {
-                status: if *run_at > now {
-                    Status::Scheduled
-                } else {
-                    Status::Pending
-                },
-                set_error: true,
-                error: err(error)?,
-                run_at: Some(*run_at),
-                outcome: AttemptOutcome::Error,
-                ..base
-            },
-            FinishOutcome::Fail { error } => End {
-                status: Status::Failed,
-                set_error: true,
-                error: err(error)?,
-                outcome: AttemptOutcome::Error,
-                ..base
-            },
-            FinishOutcome::Abort { error } => End {
-                status: Status::Aborted,
-                set_error: true,
-                error: err(error)?,
-                outcome: AttemptOutcome::Aborted,
-                ..base
-            },
-            FinishOutcome::Snooze { run_at } => End {
-                status: Status::Scheduled,
-                run_at: Some(*run_at),
-                uncount: true,
-                outcome: AttemptOutcome::Snoozed,
-                ..base
-            },
-            FinishOutcome::Release => End {
-                status: Status::Pending,
-                uncount: true,
-                outcome: AttemptOutcome::Released,
-                ..base
-            },
+        let e = offload_store::attempt_end(outcome, now);
+        Ok(End {
+            status: e.status,
+            output: e.output.cloned(),
+            set_error: e.set_error,
+            error: e.error.map(json).transpose()?,
+            run_at: e.run_at,
+            uncount: e.uncount,
+            outcome: e.outcome,
         })
     }
 }

@@ -9,16 +9,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use offload_store::{
-    Capabilities, FinishOutcome, FinishResult, LeaderElectParams, LeaderResignParams, LeaseState,
-    MAX_EXPORT_PAGE, Notifier, NotifyHub, RescuedTask, Store, StoreError, StoreResult,
-    TaskAbortParams, TaskClaimParams, TaskCount, TaskCountParams, TaskDeleteParams,
-    TaskExportParams, TaskFinishParams, TaskHeartbeatParams, TaskImportParams, TaskImportResult,
-    TaskInsertParams, TaskListParams, TaskNextRunAtParams, TaskPage, TaskProgressParams,
-    TaskPurgeParams, TaskRecord, TaskRescueParams, TaskRetryParams, TaskUpdateParams, parse_cursor,
+    Capabilities, FinishResult, LeaderElectParams, LeaderResignParams, LeaseState, MAX_EXPORT_PAGE,
+    Notifier, NotifyHub, RescuedTask, Store, StoreError, StoreResult, TaskAbortParams,
+    TaskClaimParams, TaskCount, TaskCountParams, TaskDeleteParams, TaskExportParams,
+    TaskFinishParams, TaskHeartbeatParams, TaskImportParams, TaskImportResult, TaskInsertParams,
+    TaskListParams, TaskNextRunAtParams, TaskPage, TaskProgressParams, TaskPurgeParams, TaskRecord,
+    TaskRescueParams, TaskRetryParams, TaskUpdateParams, parse_cursor,
 };
-use offload_types::{
-    Attempt, AttemptOutcome, MAX_ATTEMPTS_LIMIT, Status, Task, TaskId, ValidationError,
-};
+use offload_types::{Attempt, MAX_ATTEMPTS_LIMIT, Task, TaskId, ValidationError};
 use rusqlite::types::Value;
 
 use crate::checkpoint::{Checkpointer, FALLBACK_AUTOCHECKPOINT};
@@ -201,61 +199,16 @@ fn lease(l: &offload_store::LeaseRef) -> Lease {
 
 /// Encodes one finish item on the caller's side.
 fn end_row(item: &offload_store::TaskFinish, now: DateTime<Utc>) -> StoreResult<EndRow> {
-    let base = EndRow {
+    let e = offload_store::attempt_end(&item.outcome, now);
+    Ok(EndRow {
         lease: lease(&item.lease),
-        status: Status::Success,
-        output: None,
-        set_error: false,
-        error: None,
-        run_at: None,
-        uncount: false,
-        outcome: AttemptOutcome::Success,
-    };
-    Ok(match &item.outcome {
-        FinishOutcome::Success { output } => EndRow {
-            output: Some(json(output)?),
-            set_error: true,
-            ..base
-        },
-        FinishOutcome::Retry { error, run_at } => EndRow {
-            status: if *run_at > now {
-                Status::Scheduled
-            } else {
-                Status::Pending
-            },
-            set_error: true,
-            error: Some(json(error)?),
-            run_at: Some(micros(*run_at)),
-            outcome: AttemptOutcome::Error,
-            ..base
-        },
-        FinishOutcome::Fail { error } => EndRow {
-            status: Status::Failed,
-            set_error: true,
-            error: Some(json(error)?),
-            outcome: AttemptOutcome::Error,
-            ..base
-        },
-        FinishOutcome::Abort { error } => EndRow {
-            status: Status::Aborted,
-            set_error: true,
-            error: Some(json(error)?),
-            outcome: AttemptOutcome::Aborted,
-            ..base
-        },
-        FinishOutcome::Snooze { run_at } => EndRow {
-            status: Status::Scheduled,
-            run_at: Some(micros(*run_at)),
-            uncount: true,
-            outcome: AttemptOutcome::Snoozed,
-            ..base
-        },
-        FinishOutcome::Release => EndRow {
-            status: Status::Pending,
-            uncount: true,
-            outcome: AttemptOutcome::Released,
-            ..base
-        },
+        status: e.status,
+        output: e.output.map(json).transpose()?,
+        set_error: e.set_error,
+        error: e.error.map(json).transpose()?,
+        run_at: e.run_at.map(micros),
+        uncount: e.uncount,
+        outcome: e.outcome,
     })
 }
 

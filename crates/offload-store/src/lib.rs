@@ -20,5 +20,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{StoreError, StoreResult};
 pub use notify::{Notification, Notifier, NotifyHub};
 pub use params::*;
-pub use rules::{MAX_CLAIM_NAMES, abort_record, check_claim_names, rescue_outcome};
+pub use rules::{
+    AttemptEnd, MAX_CLAIM_NAMES, abort_record, attempt_end, check_claim_names, rescue_outcome,
+};
 pub use store::{Capabilities, Store};

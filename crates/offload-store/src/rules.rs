@@ -1,11 +1,13 @@
 //! Rules every backend applies the same way, kept here once: the limit on
-//! claim name filters, and the error records a store writes itself when it
-//! aborts a waiting task or rescues an expired lease.
+//! claim name filters, what each attempt outcome does to its task, and the
+//! error records a store writes itself when it aborts a waiting task or
+//! rescues an expired lease.
 
 use chrono::{DateTime, Utc};
-use offload_types::{Status, TaskErrorRecord, ValidationError};
+use offload_types::{AttemptOutcome, Status, TaskErrorRecord, ValidationError};
+use serde_json::Value;
 
-use crate::{StoreError, StoreResult};
+use crate::{FinishOutcome, StoreError, StoreResult};
 
 /// Most task names one claim (or `task_next_run_at`) may filter on.
 pub const MAX_CLAIM_NAMES: usize = 1000;
@@ -23,6 +25,89 @@ pub fn check_claim_names(names: Option<&[String]>) -> StoreResult<()> {
             )))
         }
         _ => Ok(()),
+    }
+}
+
+/// What ending an attempt with a [`FinishOutcome`] does, before a backend
+/// encodes it: the task's new status and fields, and the attempt record's
+/// outcome.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttemptEnd<'a> {
+    /// The task's status from now on.
+    pub status: Status,
+    /// The task's new output (`None`: keep the old one).
+    pub output: Option<&'a Value>,
+    /// Whether the task's error is replaced by `error` (which may be
+    /// `None`: a success clears it).
+    pub set_error: bool,
+    /// The error to store when `set_error`.
+    pub error: Option<&'a TaskErrorRecord>,
+    /// The task's new `run_at` (`None`: keep).
+    pub run_at: Option<DateTime<Utc>>,
+    /// The attempt is given back: it does not count toward `max_attempts`
+    /// (snooze, release).
+    pub uncount: bool,
+    /// The outcome the attempt's history record gets.
+    pub outcome: AttemptOutcome,
+}
+
+/// How `outcome` ends an attempt at `now` (a retry due by then is
+/// `pending` at once, a later one `scheduled`).
+pub fn attempt_end(outcome: &FinishOutcome, now: DateTime<Utc>) -> AttemptEnd<'_> {
+    let base = AttemptEnd {
+        status: Status::Success,
+        output: None,
+        set_error: false,
+        error: None,
+        run_at: None,
+        uncount: false,
+        outcome: AttemptOutcome::Success,
+    };
+    match outcome {
+        FinishOutcome::Success { output } => AttemptEnd {
+            output: Some(output),
+            set_error: true,
+            ..base
+        },
+        FinishOutcome::Retry { error, run_at } => AttemptEnd {
+            status: if *run_at > now {
+                Status::Scheduled
+            } else {
+                Status::Pending
+            },
+            set_error: true,
+            error: Some(error),
+            run_at: Some(*run_at),
+            outcome: AttemptOutcome::Error,
+            ..base
+        },
+        FinishOutcome::Fail { error } => AttemptEnd {
+            status: Status::Failed,
+            set_error: true,
+            error: Some(error),
+            outcome: AttemptOutcome::Error,
+            ..base
+        },
+        FinishOutcome::Abort { error } => AttemptEnd {
+            status: Status::Aborted,
+            set_error: true,
+            error: Some(error),
+            outcome: AttemptOutcome::Aborted,
+            ..base
+        },
+        FinishOutcome::Snooze { run_at } => AttemptEnd {
+            status: Status::Scheduled,
+            run_at: Some(*run_at),
+            uncount: true,
+            outcome: AttemptOutcome::Snoozed,
+            ..base
+        },
+        FinishOutcome::Release => AttemptEnd {
+            status: Status::Pending,
+            uncount: true,
+            outcome: AttemptOutcome::Released,
+            ..base
+        },
     }
 }
 
