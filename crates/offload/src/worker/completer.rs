@@ -29,29 +29,24 @@ const CLOSING_RETRY_LIMIT: Duration = Duration::from_secs(30);
 
 pub(crate) async fn run(shared: Arc<Shared>, mut inbox: mpsc::UnboundedReceiver<CompleterMsg>) {
     let mut writes = FuturesUnordered::new();
-    let mut closing = false; // the inbox is closed: write what is left, then stop
     loop {
-        let first = if closing {
-            None
-        } else if writes.len() < MAX_WRITES_IN_FLIGHT {
-            tokio::select! {
-                msg = inbox.recv() => Some(msg),
-                Some(()) = writes.next(), if !writes.is_empty() => continue,
-            }
-        } else {
-            // as many writes in flight as allowed: wait for one to end
+        while writes.len() >= MAX_WRITES_IN_FLIGHT {
             writes.next().await;
-            continue;
+        }
+        let msg = tokio::select! {
+            msg = inbox.recv() => msg,
+            Some(()) = writes.next(), if !writes.is_empty() => continue,
         };
         let mut batch = Vec::new();
         let mut slots = Vec::new();
-        match first {
-            Some(Some(CompleterMsg::Finish(f, held))) => {
+        // the inbox is closed: write what is left, then stop
+        let mut closing = false;
+        match msg {
+            Some(CompleterMsg::Finish(f, held)) => {
                 batch.push(f);
                 slots.push(held);
             }
-            Some(Some(CompleterMsg::Close)) | Some(None) => closing = true,
-            None => {}
+            Some(CompleterMsg::Close) | None => closing = true,
         }
         while !closing && batch.len() < MAX_BATCH {
             match inbox.try_recv() {
