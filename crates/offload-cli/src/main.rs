@@ -60,6 +60,8 @@ enum Command {
     Delete(commands::delete::DeleteArgs),
     /// Delete finished tasks by status, name, queue or age.
     Purge(commands::purge::PurgeArgs),
+    /// Serve the HTTP API (and run the exec runners of offload.toml) until SIGINT/SIGTERM.
+    Serve(commands::serve::ServeArgs),
     /// Run the exec runners declared in offload.toml until SIGINT/SIGTERM.
     Worker(commands::worker::WorkerArgs),
     /// A live terminal view of the queue.
@@ -113,6 +115,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Retry(args) => commands::retry::run(args, &globals).await,
         Command::Delete(args) => commands::delete::run(args, &globals).await,
         Command::Purge(args) => commands::purge::run(args, &globals).await,
+        Command::Serve(args) => commands::serve::run(args, &globals).await,
         Command::Worker(args) => commands::worker::run(args, &globals).await,
         Command::Monitor(args) => commands::monitor::run(args, &globals).await,
         Command::Bench(args) => commands::bench::run(args, &globals).await,

@@ -12,6 +12,7 @@ pub(crate) mod monitor;
 pub(crate) mod purge;
 pub(crate) mod result;
 pub(crate) mod retry;
+pub(crate) mod serve;
 pub(crate) mod store;
 pub(crate) mod worker;
 

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use offload::{DEFAULT_QUEUE, Runner, Worker};
+use offload::{Client, DEFAULT_QUEUE, Runner, Worker};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::commands::duration_arg;
@@ -58,10 +58,44 @@ pub(crate) struct WorkerArgs {
 
 /// Runs `offload worker`.
 pub(crate) async fn run(args: WorkerArgs, globals: &Globals) -> anyhow::Result<()> {
-    let config = &globals.config;
+    // refused before the store is opened (or created)
+    if !has_exec_runners(&globals.config) {
+        return Err(Failure::usage(NO_RUNNERS));
+    }
+    let client = globals.client().await?;
     let groups = ProcessGroups::default();
+    let Some((worker, summary)) = build(&args, globals, &client, &groups)? else {
+        return Err(Failure::usage(NO_RUNNERS));
+    };
+    let shutdown = shutdown_signal("offload worker", groups)?;
+    output::note(&format!("offload worker: {summary}"));
+    worker
+        .run(shutdown)
+        .await
+        .context("the worker stopped with an error")?;
+    output::note("offload worker: stopped");
+    Ok(())
+}
+
+/// The message when `offload.toml` declares no runner to run.
+pub(crate) const NO_RUNNERS: &str = "no exec runners configured: add one to offload.toml, e.g. \
+     [runners.resize_image] exec = [\"python3\", \"resize.py\"] (or pass --config PATH)";
+
+/// Builds the worker for the `exec` runners of `offload.toml` with the
+/// settings of `args`, and a line describing it; `None` when no runner is
+/// configured.
+pub(crate) fn build(
+    args: &WorkerArgs,
+    globals: &Globals,
+    client: &Client,
+    groups: &ProcessGroups,
+) -> anyhow::Result<Option<(Worker, String)>> {
+    let config = &globals.config;
     let kill_grace = args.kill_grace.unwrap_or(crate::exec::DEFAULT_KILL_GRACE);
-    let runners = exec_runners(config, &groups, kill_grace)?;
+    let runners = exec_runners(config, groups, kill_grace);
+    if runners.is_empty() {
+        return Ok(None);
+    }
     let worker_config = config.worker();
     let concurrency = args
         .concurrency
@@ -71,7 +105,6 @@ pub(crate) async fn run(args: WorkerArgs, globals: &Globals) -> anyhow::Result<(
     let queues = queues(&args.queues, config);
     let shares = share(concurrency, queues.len());
 
-    let client = globals.client().await?;
     let mut builder = Worker::builder(client.store().clone())
         // The executor drops a runner that ignores a stop request after this
         // long; our own SIGKILL comes first.
@@ -87,7 +120,7 @@ pub(crate) async fn run(args: WorkerArgs, globals: &Globals) -> anyhow::Result<(
     }
     let names: Vec<&str> = runners.iter().map(|(n, _)| n.as_str()).collect();
     let summary = format!(
-        "offload worker: {} runner(s) [{}], queues [{}], concurrency {concurrency}, database {}",
+        "{} runner(s) [{}], queues [{}], concurrency {concurrency}, database {}",
         names.len(),
         names.join(", "),
         queues
@@ -102,15 +135,7 @@ pub(crate) async fn run(args: WorkerArgs, globals: &Globals) -> anyhow::Result<(
         builder = builder.runner_arc(name, runner);
     }
     let worker = builder.build().context("cannot start the worker")?;
-
-    let shutdown = shutdown_signal(groups)?;
-    output::note(&summary);
-    worker
-        .run(shutdown)
-        .await
-        .context("the worker stopped with an error")?;
-    output::note("offload worker: stopped");
-    Ok(())
+    Ok(Some((worker, summary)))
 }
 
 /// One [`ExecRunner`] per `[runners.NAME]` with `exec`; http runners are
@@ -119,7 +144,7 @@ fn exec_runners(
     config: &Config,
     groups: &ProcessGroups,
     kill_grace: Duration,
-) -> anyhow::Result<Vec<(String, Arc<dyn Runner>)>> {
+) -> Vec<(String, Arc<dyn Runner>)> {
     let mut runners: Vec<(String, Arc<dyn Runner>)> = Vec::new();
     for (name, runner) in &config.runners {
         let runner = runner.get_ref();
@@ -140,13 +165,15 @@ fn exec_runners(
             None => {}
         }
     }
-    if runners.is_empty() {
-        return Err(Failure::usage(
-            "no exec runners configured: add one to offload.toml, e.g. \
-             [runners.resize_image] exec = [\"python3\", \"resize.py\"] (or pass --config PATH)",
-        ));
-    }
-    Ok(runners)
+    runners
+}
+
+/// Whether `offload.toml` declares an `exec` runner.
+pub(crate) fn has_exec_runners(config: &Config) -> bool {
+    config
+        .runners
+        .values()
+        .any(|r| matches!(r.get_ref().kind(), Some(RunnerKind::Exec(_))))
 }
 
 /// The queues to serve, in order, without duplicates.
@@ -191,8 +218,11 @@ fn share(total: usize, n: usize) -> Vec<usize> {
 
 /// A future that resolves on the first SIGINT, SIGTERM or SIGHUP (a closed
 /// terminal); a second one kills every command's process group and exits
-/// the process.
-fn shutdown_signal(groups: ProcessGroups) -> anyhow::Result<impl std::future::Future<Output = ()>> {
+/// the process. `who` starts the messages (`offload worker`).
+pub(crate) fn shutdown_signal(
+    who: &'static str,
+    groups: ProcessGroups,
+) -> anyhow::Result<impl std::future::Future<Output = ()>> {
     let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
     let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
@@ -203,14 +233,16 @@ fn shutdown_signal(groups: ProcessGroups) -> anyhow::Result<impl std::future::Fu
             _ = term.recv() => {}
             _ = hup.recv() => {}
         }
-        output::note("offload worker: shutting down gracefully (signal again to force)");
+        output::note(&format!(
+            "{who}: shutting down gracefully (signal again to force)"
+        ));
         let _ = tx.send(());
         tokio::select! {
             _ = int.recv() => {}
             _ = term.recv() => {}
             _ = hup.recv() => {}
         }
-        output::note("offload worker: forced exit; killing running commands");
+        output::note(&format!("{who}: forced exit; killing running commands"));
         groups.kill_all();
         std::process::exit(FORCED_EXIT);
     });
@@ -245,16 +277,14 @@ mod tests {
     }
 
     #[test]
-    fn no_runners_is_an_error() {
+    fn http_runners_are_not_exec_runners() {
         let config = Config::parse(
             "[runners.a]\nhttp = \"http://127.0.0.1:9/x\"\n",
             Path::new("offload.toml"),
         )
         .unwrap();
-        let e = exec_runners(&config, &ProcessGroups::default(), Duration::from_secs(1))
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(e.contains("no exec runners"), "{e}");
+        assert!(
+            exec_runners(&config, &ProcessGroups::default(), Duration::from_secs(1)).is_empty()
+        );
     }
 }

@@ -20,6 +20,8 @@ pub struct Env {
     pub dir: tempfile::TempDir,
     pub db: PathBuf,
     pub config: PathBuf,
+    /// Another database than the dir's SQLite file (e.g. a PostgreSQL schema).
+    pub database: Option<String>,
 }
 
 impl Env {
@@ -29,7 +31,12 @@ impl Env {
         let db = dir.path().join("offload.db");
         let config = dir.path().join("offload.toml");
         std::fs::write(&config, "").unwrap();
-        Self { dir, db, config }
+        Self {
+            dir,
+            db,
+            config,
+            database: None,
+        }
     }
 
     /// A fresh dir whose offload.toml has `toml`.
@@ -44,7 +51,10 @@ impl Env {
     }
 
     pub fn url(&self) -> String {
-        format!("sqlite://{}", self.db.display())
+        match &self.database {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.db.display()),
+        }
     }
 
     /// `offload ARGS --database-url ... --config ...`, run in the temp dir.
@@ -154,6 +164,33 @@ impl Env {
             proc.log_text().contains("offload worker: ").then_some(())
         });
         proc
+    }
+}
+
+impl Env {
+    /// Starts `offload serve --listen 127.0.0.1:0 ARGS`; returns it with the
+    /// base URL it printed (`http://127.0.0.1:PORT`).
+    pub fn serve(&self, args: &[&str]) -> (Proc, String) {
+        let log = self.path(&format!("serve-{}.log", unique()));
+        let mut all = vec!["serve", "--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let child = self
+            .cmd(&all)
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut proc = Proc { child, log };
+        let base = wait_for("the server to listen", Duration::from_secs(30), || {
+            if let Some(status) = proc.child.try_wait().unwrap() {
+                panic!("server exited at start ({status}): {}", proc.log_text());
+            }
+            let text = proc.log_text();
+            let rest = text.split("listening on ").nth(1)?;
+            let url = rest.split_whitespace().next()?;
+            Some(url.to_owned())
+        });
+        (proc, base)
     }
 }
 

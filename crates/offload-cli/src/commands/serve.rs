@@ -1,0 +1,107 @@
+//! `offload serve`: the HTTP API (`offload-server`) on the configured store,
+//! plus a worker for the `exec` runners of `offload.toml` unless
+//! `--no-worker`.
+//!
+//! Listens on `--listen`, else `[server] listen`, else `127.0.0.1:8750`. A
+//! non-loopback address is refused unless `--insecure`: the API has no
+//! access control yet. SIGINT/SIGTERM stop accepting requests, let those in
+//! flight finish, then shut the worker down gracefully (as `offload worker`
+//! does); a second signal forces the exit.
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+
+use crate::commands::worker::{self, WorkerArgs};
+use crate::exec::ProcessGroups;
+use crate::failure::Failure;
+use crate::globals::Globals;
+use crate::output;
+
+/// Where `offload serve` listens unless told otherwise.
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8750";
+
+/// Arguments of `offload serve`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on [default: [server] listen, else 127.0.0.1:8750]
+    #[arg(long, env = "OFFLOAD_LISTEN", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Serve the API only: run no worker in this process.
+    #[arg(long)]
+    no_worker: bool,
+    /// Listen on a non-loopback address although the API has no access
+    /// control yet (anyone who reaches the port can enqueue and delete).
+    #[arg(long)]
+    insecure: bool,
+    /// Largest request body in bytes; larger ones get 413.
+    #[arg(long, value_name = "BYTES", default_value_t = offload_server::DEFAULT_BODY_LIMIT,
+          value_parser = clap::value_parser!(usize))]
+    body_limit: usize,
+    #[command(flatten)]
+    worker: WorkerArgs,
+}
+
+/// Runs `offload serve`.
+pub(crate) async fn run(args: ServeArgs, globals: &Globals) -> anyhow::Result<()> {
+    let listen = match args.listen {
+        Some(addr) => addr,
+        None => globals
+            .config
+            .server
+            .listen
+            .as_ref()
+            .map_or(DEFAULT_LISTEN, |l| l.get_ref().as_str())
+            .parse()
+            .map_err(|e| Failure::usage(format!("[server] listen: {e}")))?,
+    };
+    if !listen.ip().is_loopback() && !args.insecure {
+        return Err(Failure::usage(format!(
+            "refusing to listen on {listen}: the API has no access control yet, so only \
+             loopback addresses are served; pass --insecure to serve {listen} anyway"
+        )));
+    }
+    if args.body_limit == 0 {
+        return Err(Failure::usage("--body-limit must be at least 1 byte"));
+    }
+    let client = globals.client().await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let local = listener
+        .local_addr()
+        .with_context(|| format!("cannot read the address bound for {listen}"))?;
+
+    let groups = ProcessGroups::default();
+    let worker = if args.no_worker {
+        None
+    } else {
+        worker::build(&args.worker, globals, &client, &groups)?
+    };
+    let worker_line = match &worker {
+        Some((_, summary)) => format!("worker: {summary}"),
+        None if args.no_worker => "no worker (--no-worker)".to_owned(),
+        None => "no worker: offload.toml declares no exec runner".to_owned(),
+    };
+    let handle = worker.map(|(w, _)| w.start());
+    let shutdown = worker::shutdown_signal("offload serve", groups)?;
+
+    output::note(&format!(
+        "offload serve: listening on http://{local} (database {}); {worker_line}",
+        globals.database_url
+    ));
+    let app = offload_server::router_with_limit(client, args.body_limit);
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("the HTTP server failed");
+    if let Some(handle) = handle {
+        handle
+            .shutdown()
+            .await
+            .context("the worker stopped with an error")?;
+    }
+    served?;
+    output::note("offload serve: stopped");
+    Ok(())
+}

@@ -1,0 +1,325 @@
+//! `offload serve`, the real binary on a loopback port, exercised over HTTP
+//! on SQLite and on PostgreSQL: every task route, the error answers, and
+//! the listening rules.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Env, sh_runner, wait_for};
+use offload_test_support::PgSchema;
+use reqwest::{Client, Response, StatusCode};
+use serde_json::{Value, json};
+
+/// A runner `echo` that prints its input, and nothing for `idle` (its tasks
+/// stay pending).
+fn config() -> String {
+    sh_runner("echo", "cat", "")
+}
+
+async fn body(r: Response) -> (StatusCode, Value) {
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    let value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    };
+    (status, value)
+}
+
+async fn post(http: &Client, url: &str, v: Value) -> (StatusCode, Value) {
+    body(http.post(url).json(&v).send().await.unwrap()).await
+}
+
+async fn get(http: &Client, url: &str) -> (StatusCode, Value) {
+    body(http.get(url).send().await.unwrap()).await
+}
+
+fn assert_error(got: &(StatusCode, Value), status: StatusCode, code: &str) {
+    assert_eq!(got.0, status, "{}", got.1);
+    assert_eq!(got.1["error"]["code"], json!(code), "{}", got.1);
+    assert!(got.1["error"]["message"].is_string(), "{}", got.1);
+}
+
+/// Every task route against one server.
+async fn task_routes(env: &Env) {
+    let (_server, base) = env.serve(&["--concurrency", "4"]);
+    let http = Client::new();
+    let tasks = format!("{base}/v1/tasks");
+
+    // enqueue one, with either spelling; the worker runs it
+    let (s, one) = post(&http, &tasks, json!({"name": "echo", "input": {"a": 1}})).await;
+    assert_eq!(s, StatusCode::CREATED, "{one}");
+    let id = one["id"].as_str().unwrap().to_owned();
+    let (s, two) = post(
+        &http,
+        &tasks,
+        json!({"type": "echo", "payload": {"b": 2}, "priority": 5, "tags": ["t"]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{two}");
+    let (s, done) = get(&http, &format!("{tasks}/{id}/result?wait=20s")).await;
+    assert_eq!(s, StatusCode::OK, "{done}");
+    assert_eq!(done["status"], json!("success"));
+    assert_eq!(done["output"], json!({"a": 1}));
+
+    // one task with its attempts
+    let (s, task) = get(&http, &format!("{tasks}/{id}")).await;
+    assert_eq!(s, StatusCode::OK, "{task}");
+    assert_eq!(task["name"], json!("echo"));
+    assert_eq!(task["attempts"][0]["outcome"], json!("success"), "{task}");
+
+    // many, all or nothing
+    let (s, many) = post(
+        &http,
+        &tasks,
+        json!([{"name": "idle", "input": 1}, {"name": "idle", "input": 2}, {"name": "idle", "input": 3}]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{many}");
+    assert_eq!(many["ids"].as_array().unwrap().len(), 3);
+    let bad = post(
+        &http,
+        &tasks,
+        json!([{"name": "idle"}, {"name": "idle", "bogus": true}]),
+    )
+    .await;
+    assert_error(&bad, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input");
+    assert_eq!(bad.1["error"]["field"], json!("[1].bogus"), "{}", bad.1);
+    let bad = post(&http, &tasks, json!([{"name": "idle"}, {"name": ""}])).await;
+    assert_error(&bad, StatusCode::UNPROCESSABLE_ENTITY, "invalid_input");
+    assert_eq!(bad.1["error"]["field"], json!("[1].name"), "{}", bad.1);
+
+    // list: filters and cursor pages, newest first
+    let (s, page) = get(&http, &format!("{tasks}?name=idle&limit=2")).await;
+    assert_eq!(s, StatusCode::OK, "{page}");
+    let first: Vec<Value> = page["tasks"].as_array().unwrap().clone();
+    assert_eq!(first.len(), 2);
+    assert_eq!(first[0]["input"], json!(3));
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let (_, page) = get(&http, &format!("{tasks}?name=idle&limit=2&cursor={cursor}")).await;
+    assert_eq!(page["tasks"].as_array().unwrap().len(), 1, "{page}");
+    assert_eq!(page["tasks"][0]["input"], json!(1));
+    assert!(page["next_cursor"].is_null(), "{page}");
+    let (_, waiting) = get(&http, &format!("{tasks}?status=pending,scheduled")).await;
+    assert_eq!(waiting["tasks"].as_array().unwrap().len(), 3, "{waiting}");
+    assert_error(
+        &get(&http, &format!("{tasks}?status=done")).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_input",
+    );
+    assert_error(
+        &get(&http, &format!("{tasks}?limit=0")).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_input",
+    );
+    assert_error(
+        &get(&http, &format!("{tasks}?colour=red")).await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    );
+
+    // a waiting task: result not yet (202), update, abort, retry, delete
+    let idle = first[0]["id"].as_str().unwrap().to_owned();
+    let (s, pending) = get(&http, &format!("{tasks}/{idle}/result")).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{pending}");
+    assert_eq!(pending["status"], json!("pending"));
+    let (s, changed) = body(
+        http.patch(format!("{tasks}/{idle}"))
+            .json(&json!({"priority": 7, "input": {"new": true}}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{changed}");
+    assert_eq!(changed["priority"], json!(7));
+    assert_eq!(changed["input"], json!({"new": true}));
+    let (s, aborted) = post(
+        &http,
+        &format!("{tasks}/{idle}/abort"),
+        json!({"reason": "not needed"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{aborted}");
+    assert_eq!(aborted["status"], json!("aborted"));
+    assert_eq!(
+        aborted["error"]["message"],
+        json!("not needed"),
+        "{aborted}"
+    );
+    let (s, again) = body(
+        http.post(format!("{tasks}/{idle}/retry"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{again}");
+    assert_eq!(again["status"], json!("pending"));
+    let r = http.delete(format!("{tasks}/{idle}")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_error(
+        &get(&http, &format!("{tasks}/{idle}")).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+
+    // a finished task cannot be changed
+    let conflict = body(
+        http.patch(format!("{tasks}/{id}"))
+            .json(&json!({"priority": 1}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_error(&conflict, StatusCode::CONFLICT, "conflict");
+
+    // counts by queue and status (the second echo task ends soon too)
+    wait_for("the second task to finish", Duration::from_secs(20), || {
+        let c = env.counts();
+        (common_count(&c, "success") == 2).then_some(())
+    });
+    let (s, queues) = get(&http, &format!("{base}/v1/queues")).await;
+    assert_eq!(s, StatusCode::OK, "{queues}");
+    assert_eq!(queues["queues"]["default"]["success"], json!(2), "{queues}");
+    assert_eq!(queues["queues"]["default"]["pending"], json!(2), "{queues}");
+
+    // health
+    assert_eq!(
+        get(&http, &format!("{base}/healthz")).await.0,
+        StatusCode::OK
+    );
+    let (s, ready) = get(&http, &format!("{base}/readyz")).await;
+    assert_eq!(s, StatusCode::OK, "{ready}");
+}
+
+fn common_count(counts: &Value, status: &str) -> u64 {
+    counts[status].as_u64().unwrap_or(0)
+}
+
+#[tokio::test]
+async fn task_routes_on_sqlite() {
+    let env = Env::with_config(&config());
+    task_routes(&env).await;
+}
+
+#[tokio::test]
+async fn task_routes_on_postgres() {
+    let schema = PgSchema::new().await;
+    let mut env = Env::with_config(&config());
+    env.database = Some(schema.url());
+    task_routes(&env).await;
+}
+
+/// Malformed requests get the documented error and change nothing.
+#[tokio::test]
+async fn malformed_requests_are_answered_and_change_nothing() {
+    let env = Env::with_config(&config());
+    let (_server, base) = env.serve(&["--no-worker", "--body-limit", "2000"]);
+    let http = Client::new();
+    let tasks = format!("{base}/v1/tasks");
+    let send = |req: reqwest::RequestBuilder| async move { body(req.send().await.unwrap()).await };
+
+    let cases = [
+        (
+            send(
+                http.post(&tasks)
+                    .header("content-type", "application/json")
+                    .body("{\"name\":"),
+            )
+            .await,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            send(http.post(&tasks).body("{\"name\":\"echo\"}")).await,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            send(
+                http.post(&tasks)
+                    .json(&json!({"name": "x", "input": "a".repeat(5000)})),
+            )
+            .await,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+        (
+            send(http.post(&tasks).json(&json!({"input": 1}))).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+        ),
+        (
+            send(http.post(&tasks).json(&json!({"name": "x", "type": "y"}))).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+        ),
+        (
+            send(
+                http.post(&tasks)
+                    .json(&json!({"name": "x", "delay": "soon"})),
+            )
+            .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+        ),
+        (
+            send(http.post(&tasks).json(&json!([]))).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+        ),
+        (
+            send(http.post(&tasks).json(&json!(42))).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+        ),
+        (
+            send(http.get(format!("{tasks}/not-an-id"))).await,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            send(http.get(format!("{tasks}/01a241c8-f99d-760d-9b91-bf6c6424583b"))).await,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            send(http.get(format!(
+                "{tasks}/01a241c8-f99d-760d-9b91-bf6c6424583b/result?wait=forever"
+            )))
+            .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
+        ),
+        (
+            send(http.put(&tasks)).await,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            send(http.get(format!("{base}/v2/tasks"))).await,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+    ];
+    for (got, status, code) in &cases {
+        assert_error(got, *status, code);
+    }
+    let (_, all) = get(&http, &tasks).await;
+    assert_eq!(all["tasks"], json!([]), "a malformed request stored a task");
+}
+
+#[test]
+fn a_non_loopback_address_is_refused_without_insecure() {
+    let env = Env::new();
+    let out = env.run(&["serve", "--listen", "0.0.0.0:0", "--no-worker"]);
+    let err = common::assert_one_error(&out, 2, "--insecure");
+    assert!(err.contains("refusing to listen on 0.0.0.0:0"), "{err}");
+    assert!(!env.db.exists(), "the store was created before the refusal");
+}

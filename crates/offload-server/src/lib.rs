@@ -1,0 +1,66 @@
+//! The HTTP API of offload, served by `offload serve`: JSON under `/v1`,
+//! so that any language can enqueue, inspect and steer tasks.
+//!
+//! | method and path | what |
+//! | --- | --- |
+//! | `POST /v1/tasks` | enqueue one task (an object) or many (an array, all or nothing) |
+//! | `GET /v1/tasks` | list, newest first: `status`, `name`, `queue`, `tag`, `limit`, `cursor` |
+//! | `GET /v1/tasks/{id}` | one task with its attempt history |
+//! | `PATCH /v1/tasks/{id}` | change a task that has not started |
+//! | `DELETE /v1/tasks/{id}` | delete a task that is not running |
+//! | `POST /v1/tasks/{id}/abort` | abort (a running task is asked to stop) |
+//! | `POST /v1/tasks/{id}/retry` | run a failed or aborted task again |
+//! | `GET /v1/tasks/{id}/result?wait=30s` | the outcome, waiting for it up to `wait` |
+//! | `GET /v1/queues` | task counts by queue and status |
+//! | `GET /healthz`, `GET /readyz` | the process is up; the store answers |
+//!
+//! Errors are `{"error": {"code", "message", "field"?}}` with a 4xx or 5xx
+//! status (see [`ApiError`]).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = offload::Client::connect("sqlite://offload.db").await?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8750").await?;
+//! axum::serve(listener, offload_server::router(client)).await?;
+//! # Ok(()) }
+//! ```
+
+mod error;
+mod health;
+mod tasks;
+
+pub use error::ApiError;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use offload::Client;
+
+/// Largest request body accepted unless configured otherwise (1 MiB).
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+/// The API's routes over `client`'s store, with the default body limit.
+pub fn router(client: Client) -> Router {
+    router_with_limit(client, DEFAULT_BODY_LIMIT)
+}
+
+/// The API's routes, refusing request bodies over `body_limit` bytes with
+/// 413.
+pub fn router_with_limit(client: Client, body_limit: usize) -> Router {
+    Router::new()
+        .route("/v1/tasks", post(tasks::enqueue).get(tasks::list))
+        .route(
+            "/v1/tasks/{id}",
+            get(tasks::get).patch(tasks::update).delete(tasks::delete),
+        )
+        .route("/v1/tasks/{id}/abort", post(tasks::abort))
+        .route("/v1/tasks/{id}/retry", post(tasks::retry))
+        .route("/v1/tasks/{id}/result", get(tasks::result))
+        .route("/v1/queues", get(tasks::queues))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(client)
+}

@@ -1,0 +1,337 @@
+//! The task routes: enqueue, list, get, update, delete, abort, retry,
+//! result (long-poll) and queue counts.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use offload::{
+    Client, Error, NewTask, Status, TaskFilter, TaskId, TaskListParams, TaskOptions, TaskUpdate,
+    parse_duration,
+};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::ApiError;
+use crate::error::{JsonBody, QueryArgs};
+
+/// Page size of `GET /v1/tasks` unless `limit` says otherwise.
+const DEFAULT_PAGE: u32 = 50;
+/// Largest page.
+const MAX_PAGE: u32 = 1000;
+/// Longest `wait` of `GET /v1/tasks/{id}/result`.
+const MAX_RESULT_WAIT: Duration = Duration::from_secs(300);
+
+/// `POST /v1/tasks`: one task (an object) → 201 `{"id"}`; many (an array,
+/// all or nothing) → 201 `{"ids"}`.
+pub(crate) async fn enqueue(
+    State(client): State<Client>,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    match body {
+        Value::Array(items) => {
+            if items.is_empty() {
+                return Err(ApiError::invalid("tasks", "the array holds no task"));
+            }
+            let tasks = items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| new_task(item, &format!("[{i}].")))
+                .collect::<Result<Vec<_>, _>>()?;
+            let handles = client.trigger_many(tasks).await?;
+            let ids: Vec<String> = handles.iter().map(|h| h.id().to_string()).collect();
+            Ok((StatusCode::CREATED, Json(json!({ "ids": ids }))))
+        }
+        item => {
+            let task = new_task(item, "")?;
+            let handle = client.trigger(&task.name, task.input, task.options).await?;
+            Ok((StatusCode::CREATED, Json(json!({ "id": handle.id() }))))
+        }
+    }
+}
+
+/// Reads one task of an enqueue body: `name` (or `type`), `input` (or
+/// `payload`), and the [`TaskOptions`] fields beside them. `at` prefixes
+/// field names in errors (`[3].` for the fourth of an array).
+fn new_task(item: Value, at: &str) -> Result<NewTask, ApiError> {
+    let Value::Object(mut fields) = item else {
+        let field = if at.is_empty() {
+            "body"
+        } else {
+            at.trim_end_matches('.')
+        };
+        return Err(ApiError::invalid(field, "a task is a JSON object"));
+    };
+    let name = one_of(&mut fields, "name", "type", at)?
+        .ok_or_else(|| ApiError::invalid(format!("{at}name"), "`name` (or `type`) is required"))?;
+    let Value::String(name) = name else {
+        return Err(ApiError::invalid(format!("{at}name"), "must be a string"));
+    };
+    let input = one_of(&mut fields, "input", "payload", at)?.unwrap_or(Value::Null);
+    let options: TaskOptions = serde_json::from_value(Value::Object(fields)).map_err(|e| {
+        let message = e.to_string();
+        // serde names an unknown field as "unknown field `x`, expected ..."
+        let field = message
+            .strip_prefix("unknown field `")
+            .and_then(|rest| rest.split('`').next())
+            .unwrap_or("options");
+        ApiError::invalid(format!("{at}{field}"), message)
+    })?;
+    let task = NewTask::new(name, input).options(options);
+    task.validate()
+        .map_err(|v| ApiError::invalid(format!("{at}{}", v.field), v.message))?;
+    Ok(task)
+}
+
+/// Takes `a` or its alias `b` out of `fields`; both at once is an error.
+fn one_of(
+    fields: &mut Map<String, Value>,
+    a: &str,
+    b: &str,
+    at: &str,
+) -> Result<Option<Value>, ApiError> {
+    match (fields.remove(a), fields.remove(b)) {
+        (Some(_), Some(_)) => Err(ApiError::invalid(
+            format!("{at}{a}"),
+            format!("give `{a}` or `{b}`, not both"),
+        )),
+        (x, y) => Ok(x.or(y)),
+    }
+}
+
+/// The query of `GET /v1/tasks`; lists are comma-separated.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListQuery {
+    status: Option<String>,
+    name: Option<String>,
+    queue: Option<String>,
+    tag: Option<String>,
+    created_after: Option<DateTime<Utc>>,
+    created_before: Option<DateTime<Utc>>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// `GET /v1/tasks` → `{"tasks": [...], "next_cursor"}`, newest first.
+pub(crate) async fn list(
+    State(client): State<Client>,
+    QueryArgs(q): QueryArgs<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("must be between 1 and {MAX_PAGE}, got {limit}"),
+        ));
+    }
+    let statuses = split(q.status.as_deref())
+        .into_iter()
+        .map(|s| {
+            s.parse::<Status>()
+                .map_err(|e| ApiError::invalid("status", e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let filter = TaskFilter {
+        statuses,
+        names: split(q.name.as_deref()),
+        queues: split(q.queue.as_deref()),
+        tag: q.tag,
+        created_after: q.created_after,
+        created_before: q.created_before,
+    };
+    let page = client
+        .list(TaskListParams {
+            filter,
+            cursor: q.cursor,
+            limit,
+        })
+        .await?;
+    Ok(Json(
+        json!({ "tasks": page.tasks, "next_cursor": page.next_cursor }),
+    ))
+}
+
+fn split(list: Option<&str>) -> Vec<String> {
+    list.map(|l| {
+        l.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+fn task_id(raw: &str) -> Result<TaskId, ApiError> {
+    raw.parse().map_err(|_| ApiError {
+        field: Some("id".into()),
+        ..ApiError::bad_request(format!("{raw:?} is not a task id"))
+    })
+}
+
+/// `GET /v1/tasks/{id}` → the task with its `attempts`.
+pub(crate) async fn get(
+    State(client): State<Client>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = task_id(&id)?;
+    let task = client.get(id).await?;
+    let attempts = client.attempts(id).await?;
+    let mut body = serde_json::to_value(task).map_err(Error::from)?;
+    if let Value::Object(fields) = &mut body {
+        fields.insert(
+            "attempts".into(),
+            serde_json::to_value(attempts).map_err(Error::from)?,
+        );
+    }
+    Ok(Json(body))
+}
+
+/// The body of `PATCH /v1/tasks/{id}`: what to change.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpdateBody {
+    priority: Option<i32>,
+    run_at: Option<DateTime<Utc>>,
+    input: Option<Value>,
+    max_attempts: Option<u32>,
+}
+
+/// `PATCH /v1/tasks/{id}` → the changed task (409 once it has started).
+pub(crate) async fn update(
+    State(client): State<Client>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<UpdateBody>,
+) -> Result<Json<Value>, ApiError> {
+    let id = task_id(&id)?;
+    if body.priority.is_none()
+        && body.run_at.is_none()
+        && body.input.is_none()
+        && body.max_attempts.is_none()
+    {
+        return Err(ApiError::invalid(
+            "body",
+            "nothing to change: give priority, run_at, input or max_attempts",
+        ));
+    }
+    let task = client
+        .update(
+            id,
+            TaskUpdate {
+                priority: body.priority,
+                run_at: body.run_at,
+                input: body.input,
+                max_attempts: body.max_attempts,
+            },
+        )
+        .await?;
+    Ok(Json(serde_json::to_value(task).map_err(Error::from)?))
+}
+
+/// `DELETE /v1/tasks/{id}` → 204 (409 while it runs).
+pub(crate) async fn delete(
+    State(client): State<Client>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    client.delete(task_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The optional body of `POST /v1/tasks/{id}/abort`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AbortBody {
+    reason: Option<String>,
+}
+
+/// `POST /v1/tasks/{id}/abort` with an optional `{"reason"}` → the task.
+pub(crate) async fn abort(
+    State(client): State<Client>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let id = task_id(&id)?;
+    let body: AbortBody = if body.iter().all(u8::is_ascii_whitespace) {
+        AbortBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid("reason", e.to_string()))?
+    };
+    let task = client.abort(id, body.reason).await?;
+    Ok(Json(serde_json::to_value(task).map_err(Error::from)?))
+}
+
+/// `POST /v1/tasks/{id}/retry` → the task, waiting again.
+pub(crate) async fn retry(
+    State(client): State<Client>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let task = client.retry(task_id(&id)?).await?;
+    Ok(Json(serde_json::to_value(task).map_err(Error::from)?))
+}
+
+/// The query of the result route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ResultQuery {
+    /// How long to wait for the end, e.g. `30s` (default: do not wait).
+    wait: Option<String>,
+}
+
+/// `GET /v1/tasks/{id}/result?wait=30s` → 200 `{"id", "status", "output",
+/// "error"}` once the task has ended, 202 with its current status when it
+/// has not by the end of `wait` (at most 5 minutes).
+pub(crate) async fn result(
+    State(client): State<Client>,
+    Path(id): Path<String>,
+    QueryArgs(q): QueryArgs<ResultQuery>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let id = task_id(&id)?;
+    let wait = match q.wait.as_deref() {
+        None => Duration::ZERO,
+        Some(w) => parse_duration(w).map_err(|e| ApiError::invalid("wait", e.to_string()))?,
+    };
+    if wait > MAX_RESULT_WAIT {
+        return Err(ApiError::invalid(
+            "wait",
+            format!("at most {}s", MAX_RESULT_WAIT.as_secs()),
+        ));
+    }
+    let task = match client.wait(id, wait).await {
+        Ok(task) => task,
+        Err(Error::Timeout(_)) => client.get(id).await?,
+        Err(e) => return Err(e.into()),
+    };
+    let status = if task.status.is_terminal() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((
+        status,
+        Json(json!({
+            "id": task.id,
+            "status": task.status,
+            "output": task.output,
+            "error": task.error,
+        })),
+    ))
+}
+
+/// `GET /v1/queues` → `{"queues": {QUEUE: {STATUS: n, ...}, ...}}`.
+pub(crate) async fn queues(State(client): State<Client>) -> Result<Json<Value>, ApiError> {
+    let counts = client.count(TaskFilter::default()).await?;
+    let mut queues: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for c in counts {
+        *queues
+            .entry(c.queue)
+            .or_default()
+            .entry(c.status.to_string())
+            .or_default() += c.count;
+    }
+    Ok(Json(json!({ "queues": queues })))
+}
