@@ -311,6 +311,18 @@ async fn malformed_requests_are_answered_and_change_nothing() {
     for (got, status, code) in &cases {
         assert_error(got, *status, code);
     }
+    assert_eq!(
+        cases[3].0.1["error"]["field"],
+        json!("name"),
+        "{}",
+        cases[3].0.1
+    );
+    assert_eq!(
+        cases[5].0.1["error"]["field"],
+        json!("delay"),
+        "{}",
+        cases[5].0.1
+    );
     let (_, all) = get(&http, &tasks).await;
     assert_eq!(all["tasks"], json!([]), "a malformed request stored a task");
 }

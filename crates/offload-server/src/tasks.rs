@@ -72,15 +72,17 @@ fn new_task(item: Value, at: &str) -> Result<NewTask, ApiError> {
         return Err(ApiError::invalid(format!("{at}name"), "must be a string"));
     };
     let input = one_of(&mut fields, "input", "payload", at)?.unwrap_or(Value::Null);
-    let options: TaskOptions = serde_json::from_value(Value::Object(fields)).map_err(|e| {
-        let message = e.to_string();
-        // serde names an unknown field as "unknown field `x`, expected ..."
-        let field = message
-            .strip_prefix("unknown field `")
-            .and_then(|rest| rest.split('`').next())
-            .unwrap_or("options");
-        ApiError::invalid(format!("{at}{field}"), message)
-    })?;
+    let options: TaskOptions =
+        serde_path_to_error::deserialize(Value::Object(fields)).map_err(|e| {
+            let path = e.path().to_string();
+            let message = e.into_inner().to_string();
+            // an unknown field is reported by serde as "unknown field `x`, ..."
+            let field = match message.strip_prefix("unknown field `") {
+                Some(rest) => rest.split('`').next().unwrap_or_default().to_owned(),
+                None => path,
+            };
+            ApiError::invalid(format!("{at}{field}"), message)
+        })?;
     let task = NewTask::new(name, input).options(options);
     task.validate()
         .map_err(|v| ApiError::invalid(format!("{at}{}", v.field), v.message))?;

@@ -68,7 +68,10 @@ pub(crate) async fn run(args: WorkerArgs, globals: &Globals) -> anyhow::Result<(
         return Err(Failure::usage(NO_RUNNERS));
     };
     let shutdown = shutdown_signal("offload worker", groups)?;
-    output::note(&format!("offload worker: {summary}"));
+    output::note(&format!(
+        "offload worker: {summary}, database {}",
+        globals.database_url
+    ));
     worker
         .run(shutdown)
         .await
@@ -120,7 +123,7 @@ pub(crate) fn build(
     }
     let names: Vec<&str> = runners.iter().map(|(n, _)| n.as_str()).collect();
     let summary = format!(
-        "{} runner(s) [{}], queues [{}], concurrency {concurrency}, database {}",
+        "{} runner(s) [{}], queues [{}], concurrency {concurrency}",
         names.len(),
         names.join(", "),
         queues
@@ -129,7 +132,6 @@ pub(crate) fn build(
             .map(|(q, n)| format!("{q}:{n}"))
             .collect::<Vec<_>>()
             .join(", "),
-        globals.database_url,
     );
     for (name, runner) in runners {
         builder = builder.runner_arc(name, runner);
