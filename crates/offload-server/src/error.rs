@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 /// | 404 | `not_found` | no such task or route |
 /// | 405 | `method_not_allowed` | the route has no such method |
 /// | 409 | `conflict` | the task's status does not allow the change |
+/// | 409 | `lease_lost` | a remote worker's lease token is no longer live |
 /// | 413 | `payload_too_large` | the body is over the limit |
 /// | 415 | `unsupported_media_type` | the body is not `application/json` |
 /// | 422 | `invalid_input` | well-formed JSON that breaks a rule (names `field`) |
@@ -99,6 +100,7 @@ impl From<Error> for ApiError {
                 "invalid_input",
                 e.to_string(),
             ),
+            Error::LeaseLost(_) => Self::new(StatusCode::CONFLICT, "lease_lost", e.to_string()),
             Error::Store(StoreError::InvalidTransition { .. } | StoreError::Conflict(_)) => {
                 Self::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }

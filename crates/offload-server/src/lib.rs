@@ -12,6 +12,8 @@
 //! | `POST /v1/tasks/{id}/retry` | run a failed or aborted task again |
 //! | `GET /v1/tasks/{id}/result?wait=30s` | the outcome, waiting for it up to `wait` |
 //! | `GET /v1/queues` | task counts by queue and status |
+//! | `POST /v1/lease` | remote workers: lease ready tasks (long-poll) |
+//! | `POST /v1/tasks/{id}/heartbeat`, `/progress`, `/complete`, `/fail` | remote workers: with the lease token |
 //! | `GET /healthz`, `GET /readyz` | the process is up; the store answers |
 //!
 //! Errors are `{"error": {"code", "message", "field"?}}` with a 4xx or 5xx
@@ -27,6 +29,7 @@
 
 mod error;
 mod health;
+mod remote;
 mod tasks;
 
 pub use error::ApiError;
@@ -57,6 +60,11 @@ pub fn router_with_limit(client: Client, body_limit: usize) -> Router {
         .route("/v1/tasks/{id}/retry", post(tasks::retry))
         .route("/v1/tasks/{id}/result", get(tasks::result))
         .route("/v1/queues", get(tasks::queues))
+        .route("/v1/lease", post(remote::lease))
+        .route("/v1/tasks/{id}/heartbeat", post(remote::heartbeat))
+        .route("/v1/tasks/{id}/progress", post(remote::progress))
+        .route("/v1/tasks/{id}/complete", post(remote::complete))
+        .route("/v1/tasks/{id}/fail", post(remote::fail))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(error::not_found)

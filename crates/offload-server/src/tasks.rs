@@ -169,7 +169,7 @@ fn split(list: Option<&str>) -> Vec<String> {
     .unwrap_or_default()
 }
 
-fn task_id(raw: &str) -> Result<TaskId, ApiError> {
+pub(crate) fn task_id(raw: &str) -> Result<TaskId, ApiError> {
     raw.parse().map_err(|_| ApiError {
         field: Some("id".into()),
         ..ApiError::bad_request(format!("{raw:?} is not a task id"))

@@ -51,6 +51,7 @@ mod error;
 mod handle;
 mod hooks;
 mod open;
+mod remote;
 mod runner;
 mod typed;
 mod worker;
@@ -63,6 +64,7 @@ pub use error::{Error, Result};
 pub use handle::{TaskHandle, TypedHandle};
 pub use hooks::{AttemptResult, Hook};
 pub use open::{DEFAULT_DATABASE_URL, open};
+pub use remote::{LeaseInfo, LeaseRequest, MAX_LEASE_BATCH, MAX_LEASE_WAIT};
 pub use runner::Runner;
 pub use typed::TaskType;
 

@@ -1,6 +1,7 @@
 //! `offload serve`: the HTTP API (`offload-server`) on the configured store,
 //! plus a worker for the `exec` runners of `offload.toml` unless
-//! `--no-worker`.
+//! `--no-worker`. Maintenance (rescuing expired leases, also those of remote
+//! workers, and retention) runs in any case, on the elected leader.
 //!
 //! Listens on `--listen`, else `[server] listen`, else `127.0.0.1:8750`. A
 //! non-loopback address is refused unless `--insecure`: the API has no
@@ -27,7 +28,8 @@ pub(crate) struct ServeArgs {
     /// Address to listen on [default: [server] listen, else 127.0.0.1:8750]
     #[arg(long, env = "OFFLOAD_LISTEN", value_name = "ADDR")]
     listen: Option<SocketAddr>,
-    /// Serve the API only: run no worker in this process.
+    /// Run no task in this process (maintenance still runs: expired leases
+    /// are rescued, on the elected leader).
     #[arg(long)]
     no_worker: bool,
     /// Listen on a non-loopback address although the API has no access
@@ -78,12 +80,24 @@ pub(crate) async fn run(args: ServeArgs, globals: &Globals) -> anyhow::Result<()
     } else {
         worker::build(&args.worker, globals, &client, &groups)?
     };
-    let worker_line = match &worker {
-        Some((_, summary)) => format!("worker: {summary}"),
-        None if args.no_worker => "no worker (--no-worker)".to_owned(),
-        None => "no worker: offload.toml declares no exec runner".to_owned(),
+    let (worker, worker_line) = match worker {
+        Some((w, summary)) => (w, format!("worker: {summary}")),
+        None => {
+            // no task runs here, but expired leases (of remote workers too)
+            // are still rescued and retention applied, by the elected leader
+            let why = if args.no_worker {
+                "--no-worker"
+            } else {
+                "offload.toml declares no exec runner"
+            };
+            let w = offload::Worker::builder(client.store().clone())
+                .maintenance_only()
+                .build()
+                .context("cannot start maintenance")?;
+            (w, format!("no tasks run here ({why}); maintenance only"))
+        }
     };
-    let handle = worker.map(|(w, _)| w.start());
+    let handle = worker.start();
     let shutdown = worker::shutdown_signal("offload serve", groups)?;
 
     output::note(&format!(
@@ -95,12 +109,10 @@ pub(crate) async fn run(args: ServeArgs, globals: &Globals) -> anyhow::Result<()
         .with_graceful_shutdown(shutdown)
         .await
         .context("the HTTP server failed");
-    if let Some(handle) = handle {
-        handle
-            .shutdown()
-            .await
-            .context("the worker stopped with an error")?;
-    }
+    handle
+        .shutdown()
+        .await
+        .context("the worker stopped with an error")?;
     served?;
     output::note("offload serve: stopped");
     Ok(())

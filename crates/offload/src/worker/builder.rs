@@ -47,6 +47,7 @@ pub struct WorkerBuilder {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     runners: HashMap<String, RegisteredRunner>,
+    maintenance_only: bool,
     hooks: Vec<Arc<dyn Hook>>,
     runner_hooks: Vec<(String, Arc<dyn Hook>)>,
     state: StateMap,
@@ -69,6 +70,7 @@ impl WorkerBuilder {
             store,
             clock: Arc::new(SystemClock),
             runners: HashMap::new(),
+            maintenance_only: false,
             hooks: Vec::new(),
             runner_hooks: Vec::new(),
             state: StateMap::default(),
@@ -209,9 +211,24 @@ impl WorkerBuilder {
         self
     }
 
+    /// Runs no task, only maintenance: rescuing expired leases and
+    /// retention, when elected leader. For a process that serves remote
+    /// workers (`offload serve`) but has no runner of its own. Runners and
+    /// queues given to this builder are refused.
+    pub fn maintenance_only(mut self) -> Self {
+        self.maintenance_only = true;
+        self
+    }
+
     /// Checks the settings and builds the worker.
     pub fn build(mut self) -> Result<Worker> {
-        if self.runners.is_empty() {
+        if self.maintenance_only {
+            if !self.runners.is_empty() || !self.queues.is_empty() {
+                return Err(Error::Config(
+                    "a maintenance-only worker takes no runner and no queue".into(),
+                ));
+            }
+        } else if self.runners.is_empty() {
             return Err(Error::Config("no runner registered".into()));
         }
         for (name, hook) in self.runner_hooks {
@@ -224,7 +241,8 @@ impl WorkerBuilder {
                 }
             }
         }
-        if self.queues.is_empty() || self.default_concurrency.is_some() {
+        if !self.maintenance_only && (self.queues.is_empty() || self.default_concurrency.is_some())
+        {
             let n = self.default_concurrency.unwrap_or(DEFAULT_CONCURRENCY);
             if !self.queues.iter().any(|(q, _)| q == DEFAULT_QUEUE) {
                 self.queues.insert(0, (DEFAULT_QUEUE.to_owned(), n));
