@@ -335,3 +335,104 @@ fn a_non_loopback_address_is_refused_without_insecure() {
     assert!(err.contains("refusing to listen on 0.0.0.0:0"), "{err}");
     assert!(!env.db.exists(), "the store was created before the refusal");
 }
+
+/// `/v1/openapi.json` is an OpenAPI 3.1 document that has every route with
+/// its error answers, and passes `openapi-spec-validator`.
+#[tokio::test]
+async fn the_openapi_document_describes_every_route() {
+    let env = Env::new();
+    let (_server, base) = env.serve(&["--no-worker"]);
+    let http = Client::new();
+    let (s, doc) = get(&http, &format!("{base}/v1/openapi.json")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(doc["openapi"], json!("3.1.0"));
+    let routes = [
+        ("post", "/v1/tasks"),
+        ("get", "/v1/tasks"),
+        ("get", "/v1/tasks/{id}"),
+        ("patch", "/v1/tasks/{id}"),
+        ("delete", "/v1/tasks/{id}"),
+        ("post", "/v1/tasks/{id}/abort"),
+        ("post", "/v1/tasks/{id}/retry"),
+        ("get", "/v1/tasks/{id}/result"),
+        ("get", "/v1/queues"),
+        ("post", "/v1/lease"),
+        ("post", "/v1/tasks/{id}/heartbeat"),
+        ("post", "/v1/tasks/{id}/progress"),
+        ("post", "/v1/tasks/{id}/complete"),
+        ("post", "/v1/tasks/{id}/fail"),
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+    ];
+    let ops: usize = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|p| p.as_object().unwrap().len())
+        .sum();
+    assert_eq!(
+        ops,
+        routes.len(),
+        "operations in the document: {}",
+        doc["paths"]
+    );
+    for (method, path) in routes {
+        let op = &doc["paths"][path][method];
+        assert!(op.is_object(), "{method} {path} is not in the document");
+        let responses = op["responses"].as_object().unwrap();
+        if path.starts_with("/v1/") {
+            assert!(responses.contains_key("400"), "{method} {path}: no 400");
+            assert!(responses.contains_key("503"), "{method} {path}: no 503");
+        }
+        if path.contains("{id}") {
+            assert!(responses.contains_key("404"), "{method} {path}: no 404");
+            assert_eq!(op["parameters"][0]["name"], json!("id"), "{method} {path}");
+        }
+        if ["post", "patch"].contains(&method) && !path.ends_with("/retry") {
+            assert!(op["requestBody"].is_object(), "{method} {path}: no body");
+        }
+    }
+    // the request bodies' schemas name their fields
+    let schemas = &doc["components"]["schemas"];
+    for (schema, field) in [
+        ("Task", "status"),
+        ("LeaseBody", "wait"),
+        ("FailBody", "aborted"),
+        ("ErrorDetail", "field"),
+    ] {
+        assert!(
+            schemas[schema]["properties"][field].is_object(),
+            "{schema}.{field} missing: {}",
+            schemas[schema]
+        );
+    }
+
+    // a validator of the OpenAPI 3.1 specification agrees (.ci/run installs it)
+    let file = env.path("openapi.json");
+    std::fs::write(&file, doc.to_string()).unwrap();
+    let has_validator = std::process::Command::new("python3")
+        .args(["-c", "import openapi_spec_validator"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_validator {
+        assert!(
+            std::env::var("CI").is_err(),
+            "openapi-spec-validator is missing in CI"
+        );
+        eprintln!(
+            "openapi-spec-validator not installed: validation skipped (pip install openapi-spec-validator)"
+        );
+        return;
+    }
+    let out = std::process::Command::new("python3")
+        .args(["-m", "openapi_spec_validator"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "invalid OpenAPI document: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -15,6 +15,7 @@
 //! | `POST /v1/lease` | remote workers: lease ready tasks (long-poll) |
 //! | `POST /v1/tasks/{id}/heartbeat`, `/progress`, `/complete`, `/fail` | remote workers: with the lease token |
 //! | `GET /healthz`, `GET /readyz` | the process is up; the store answers |
+//! | `GET /v1/openapi.json` | the OpenAPI 3.1 document of all of the above |
 //!
 //! Errors are `{"error": {"code", "message", "field"?}}` with a 4xx or 5xx
 //! status (see [`ApiError`]).
@@ -30,14 +31,20 @@
 mod error;
 mod health;
 mod remote;
+mod schema;
 mod tasks;
 
 pub use error::ApiError;
 
-use axum::Router;
+use std::sync::Arc;
+
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::get;
+use axum::{Json, Router};
 use offload::Client;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Largest request body accepted unless configured otherwise (1 MiB).
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -50,25 +57,35 @@ pub fn router(client: Client) -> Router {
 /// The API's routes, refusing request bodies over `body_limit` bytes with
 /// 413.
 pub fn router_with_limit(client: Client, body_limit: usize) -> Router {
-    Router::new()
-        .route("/v1/tasks", post(tasks::enqueue).get(tasks::list))
+    let (router, api) = OpenApiRouter::with_openapi(schema::ApiDoc::openapi())
+        .routes(routes!(tasks::enqueue, tasks::list))
+        .routes(routes!(tasks::get, tasks::update, tasks::delete))
+        .routes(routes!(tasks::abort))
+        .routes(routes!(tasks::retry))
+        .routes(routes!(tasks::result))
+        .routes(routes!(tasks::queues))
+        .routes(routes!(remote::lease))
+        .routes(routes!(remote::heartbeat))
+        .routes(routes!(remote::progress))
+        .routes(routes!(remote::complete))
+        .routes(routes!(remote::fail))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .split_for_parts();
+    let document = Arc::new(api);
+    router
         .route(
-            "/v1/tasks/{id}",
-            get(tasks::get).patch(tasks::update).delete(tasks::delete),
+            OPENAPI_PATH,
+            get(move || {
+                let document = document.clone();
+                async move { Json(document) }
+            }),
         )
-        .route("/v1/tasks/{id}/abort", post(tasks::abort))
-        .route("/v1/tasks/{id}/retry", post(tasks::retry))
-        .route("/v1/tasks/{id}/result", get(tasks::result))
-        .route("/v1/queues", get(tasks::queues))
-        .route("/v1/lease", post(remote::lease))
-        .route("/v1/tasks/{id}/heartbeat", post(remote::heartbeat))
-        .route("/v1/tasks/{id}/progress", post(remote::progress))
-        .route("/v1/tasks/{id}/complete", post(remote::complete))
-        .route("/v1/tasks/{id}/fail", post(remote::fail))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(client)
 }
+
+/// Where the OpenAPI 3.1 document of the API is served.
+pub const OPENAPI_PATH: &str = "/v1/openapi.json";

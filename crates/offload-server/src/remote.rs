@@ -20,10 +20,12 @@ use serde_json::{Value, json};
 
 use crate::ApiError;
 use crate::error::JsonBody;
+use crate::schema::{Ended, ErrorBody, LeaseAnswer, Leased};
 use crate::tasks::task_id;
+use utoipa::ToSchema;
 
 /// The body of `POST /v1/lease`; every field is optional.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LeaseBody {
     /// Queues to take tasks from, in order (default `["default"]`).
@@ -49,6 +51,8 @@ fn duration(field: &str, text: Option<&str>, default: Duration) -> Result<Durati
 
 /// `POST /v1/lease` → `{"tasks": [...]}`, each with its `lease_token`
 /// (possibly none after `wait`).
+#[utoipa::path(post, path = "/v1/lease", tag = "remote workers", request_body = LeaseBody,
+    responses((status = 200, description = "Leased tasks (maybe none after wait)", body = Leased), (status = 413, description = "Body over the limit", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody), (status = 422, description = "Invalid input (names the field)", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn lease(
     State(client): State<Client>,
     JsonBody(body): JsonBody<LeaseBody>,
@@ -80,9 +84,10 @@ pub(crate) async fn lease(
 }
 
 /// The body of `heartbeat`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct HeartbeatBody {
+    /// From the lease.
     lease_token: LeaseToken,
     /// The new lease length from now (default 30 s).
     lease: Option<String>,
@@ -93,6 +98,8 @@ fn info(i: LeaseInfo) -> Json<Value> {
 }
 
 /// `POST /v1/tasks/{id}/heartbeat` → `{"abort_requested"}`.
+#[utoipa::path(post, path = "/v1/tasks/{id}/heartbeat", tag = "remote workers", params(("id" = String, Path, description = "The task id")), request_body = HeartbeatBody,
+    responses((status = 200, description = "Lease renewed", body = LeaseAnswer), (status = 409, description = "The lease is no longer live (lease_lost)", body = ErrorBody), (status = 404, description = "No such task", body = ErrorBody), (status = 413, description = "Body over the limit", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody), (status = 422, description = "Invalid input (names the field)", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn heartbeat(
     State(client): State<Client>,
     Path(id): Path<String>,
@@ -106,17 +113,22 @@ pub(crate) async fn heartbeat(
 }
 
 /// The body of `progress`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ProgressBody {
+    /// From the lease.
     lease_token: LeaseToken,
     /// 0 to 100.
     percent: u8,
+    /// What the task is doing now.
     message: Option<String>,
+    /// Anything else to show.
     data: Option<Value>,
 }
 
 /// `POST /v1/tasks/{id}/progress` → `{"abort_requested"}`.
+#[utoipa::path(post, path = "/v1/tasks/{id}/progress", tag = "remote workers", params(("id" = String, Path, description = "The task id")), request_body = ProgressBody,
+    responses((status = 200, description = "Progress recorded", body = LeaseAnswer), (status = 409, description = "The lease is no longer live (lease_lost)", body = ErrorBody), (status = 404, description = "No such task", body = ErrorBody), (status = 413, description = "Body over the limit", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody), (status = 422, description = "Invalid input (names the field)", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn progress(
     State(client): State<Client>,
     Path(id): Path<String>,
@@ -140,9 +152,10 @@ pub(crate) async fn progress(
 }
 
 /// The body of `complete`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CompleteBody {
+    /// From the lease.
     lease_token: LeaseToken,
     /// The task's output (default `null`).
     #[serde(default)]
@@ -150,6 +163,8 @@ pub(crate) struct CompleteBody {
 }
 
 /// `POST /v1/tasks/{id}/complete` → `{"status": "success"}`.
+#[utoipa::path(post, path = "/v1/tasks/{id}/complete", tag = "remote workers", params(("id" = String, Path, description = "The task id")), request_body = CompleteBody,
+    responses((status = 200, description = "The attempt succeeded", body = Ended), (status = 409, description = "The lease is no longer live (lease_lost)", body = ErrorBody), (status = 404, description = "No such task", body = ErrorBody), (status = 413, description = "Body over the limit", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody), (status = 422, description = "Invalid input (names the field)", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn complete(
     State(client): State<Client>,
     Path(id): Path<String>,
@@ -162,9 +177,10 @@ pub(crate) async fn complete(
 }
 
 /// The error of a failed attempt.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct ErrorBody {
+pub(crate) struct AttemptError {
+    /// What went wrong.
     message: String,
     /// A short class, e.g. `timeout` (default `error`).
     kind: Option<String>,
@@ -173,11 +189,13 @@ pub(crate) struct ErrorBody {
 }
 
 /// The body of `fail`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FailBody {
+    /// From the lease.
     lease_token: LeaseToken,
-    error: Option<ErrorBody>,
+    /// The attempt's error (required unless `aborted`).
+    error: Option<AttemptError>,
     /// The attempt stopped because an abort was requested: the task ends
     /// `aborted` (with `error.message` as the reason, if given).
     #[serde(default)]
@@ -187,6 +205,8 @@ pub(crate) struct FailBody {
 /// `POST /v1/tasks/{id}/fail` → `{"status"}`: `pending` or `scheduled`
 /// when it will be retried, `failed` when not, `aborted` with `"aborted":
 /// true`.
+#[utoipa::path(post, path = "/v1/tasks/{id}/fail", tag = "remote workers", params(("id" = String, Path, description = "The task id")), request_body = FailBody,
+    responses((status = 200, description = "The attempt failed (retried or not) or was aborted", body = Ended), (status = 409, description = "The lease is no longer live (lease_lost)", body = ErrorBody), (status = 404, description = "No such task", body = ErrorBody), (status = 413, description = "Body over the limit", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody), (status = 422, description = "Invalid input (names the field)", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn fail(
     State(client): State<Client>,
     Path(id): Path<String>,

@@ -15,9 +15,14 @@ use offload::{
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::ApiError;
 use crate::error::{JsonBody, QueryArgs};
+use crate::schema::{
+    EnqueueAnswer, EnqueueBody, ErrorBody, Queues, TaskDetail, TaskPage, TaskResult,
+};
+use offload::Task;
 
 /// Page size of `GET /v1/tasks` unless `limit` says otherwise.
 const DEFAULT_PAGE: u32 = 50;
@@ -28,6 +33,8 @@ const MAX_RESULT_WAIT: Duration = Duration::from_secs(300);
 
 /// `POST /v1/tasks`: one task (an object) → 201 `{"id"}`; many (an array,
 /// all or nothing) → 201 `{"ids"}`.
+#[utoipa::path(post, path = "/v1/tasks", tag = "tasks", request_body = EnqueueBody,
+    responses((status = 201, description = "Enqueued", body = EnqueueAnswer), (status = 413, description = "Body over the limit", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody), (status = 422, description = "Invalid input (names the field)", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn enqueue(
     State(client): State<Client>,
     JsonBody(body): JsonBody<Value>,
@@ -106,20 +113,31 @@ fn one_of(
 }
 
 /// The query of `GET /v1/tasks`; lists are comma-separated.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListQuery {
+    /// Any of these statuses, comma-separated.
     status: Option<String>,
+    /// Any of these names, comma-separated.
     name: Option<String>,
+    /// Any of these queues, comma-separated.
     queue: Option<String>,
+    /// Carrying this tag.
     tag: Option<String>,
+    /// Created at or after (RFC 3339).
     created_after: Option<DateTime<Utc>>,
+    /// Created before (RFC 3339).
     created_before: Option<DateTime<Utc>>,
+    /// Page size, 1 to 1000 (default 50).
     limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
 /// `GET /v1/tasks` → `{"tasks": [...], "next_cursor"}`, newest first.
+#[utoipa::path(get, path = "/v1/tasks", tag = "tasks", params(ListQuery),
+    responses((status = 200, description = "A page of tasks, newest first", body = TaskPage), (status = 422, description = "Invalid input (names the field)", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn list(
     State(client): State<Client>,
     QueryArgs(q): QueryArgs<ListQuery>,
@@ -177,6 +195,8 @@ pub(crate) fn task_id(raw: &str) -> Result<TaskId, ApiError> {
 }
 
 /// `GET /v1/tasks/{id}` → the task with its `attempts`.
+#[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks", params(("id" = String, Path, description = "The task id")),
+    responses((status = 200, description = "The task with its attempts", body = TaskDetail), (status = 404, description = "No such task", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn get(
     State(client): State<Client>,
     Path(id): Path<String>,
@@ -195,16 +215,22 @@ pub(crate) async fn get(
 }
 
 /// The body of `PATCH /v1/tasks/{id}`: what to change.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UpdateBody {
+    /// New priority (higher runs first).
     priority: Option<i32>,
+    /// New earliest start (RFC 3339).
     run_at: Option<DateTime<Utc>>,
+    /// New input.
     input: Option<Value>,
+    /// New attempt limit (1 to 1000).
     max_attempts: Option<u32>,
 }
 
 /// `PATCH /v1/tasks/{id}` → the changed task (409 once it has started).
+#[utoipa::path(patch, path = "/v1/tasks/{id}", tag = "tasks", params(("id" = String, Path, description = "The task id")), request_body = UpdateBody,
+    responses((status = 200, description = "The changed task", body = Task), (status = 404, description = "No such task", body = ErrorBody), (status = 409, description = "The task's status does not allow it", body = ErrorBody), (status = 413, description = "Body over the limit", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody), (status = 422, description = "Invalid input (names the field)", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn update(
     State(client): State<Client>,
     Path(id): Path<String>,
@@ -236,6 +262,8 @@ pub(crate) async fn update(
 }
 
 /// `DELETE /v1/tasks/{id}` → 204 (409 while it runs).
+#[utoipa::path(delete, path = "/v1/tasks/{id}", tag = "tasks", params(("id" = String, Path, description = "The task id")),
+    responses((status = 204, description = "Deleted with its history"), (status = 404, description = "No such task", body = ErrorBody), (status = 409, description = "The task's status does not allow it", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn delete(
     State(client): State<Client>,
     Path(id): Path<String>,
@@ -245,13 +273,16 @@ pub(crate) async fn delete(
 }
 
 /// The optional body of `POST /v1/tasks/{id}/abort`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AbortBody {
+pub(crate) struct AbortBody {
+    /// Why (recorded as the task's error).
     reason: Option<String>,
 }
 
 /// `POST /v1/tasks/{id}/abort` with an optional `{"reason"}` → the task.
+#[utoipa::path(post, path = "/v1/tasks/{id}/abort", tag = "tasks", params(("id" = String, Path, description = "The task id")), request_body(content = Option<AbortBody>, description = "Optional: {\"reason\"}"),
+    responses((status = 200, description = "The task (aborted, or running with an abort request)", body = Task), (status = 404, description = "No such task", body = ErrorBody), (status = 409, description = "The task's status does not allow it", body = ErrorBody), (status = 422, description = "Invalid input (names the field)", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn abort(
     State(client): State<Client>,
     Path(id): Path<String>,
@@ -268,6 +299,8 @@ pub(crate) async fn abort(
 }
 
 /// `POST /v1/tasks/{id}/retry` → the task, waiting again.
+#[utoipa::path(post, path = "/v1/tasks/{id}/retry", tag = "tasks", params(("id" = String, Path, description = "The task id")),
+    responses((status = 200, description = "The task, waiting again", body = Task), (status = 404, description = "No such task", body = ErrorBody), (status = 409, description = "The task's status does not allow it", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn retry(
     State(client): State<Client>,
     Path(id): Path<String>,
@@ -277,7 +310,8 @@ pub(crate) async fn retry(
 }
 
 /// The query of the result route.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ResultQuery {
     /// How long to wait for the end, e.g. `30s` (default: do not wait).
@@ -287,6 +321,8 @@ pub(crate) struct ResultQuery {
 /// `GET /v1/tasks/{id}/result?wait=30s` → 200 `{"id", "status", "output",
 /// "error"}` once the task has ended, 202 with its current status when it
 /// has not by the end of `wait` (at most 5 minutes).
+#[utoipa::path(get, path = "/v1/tasks/{id}/result", tag = "tasks", params(("id" = String, Path, description = "The task id"), ResultQuery),
+    responses((status = 200, description = "The task ended", body = TaskResult), (status = 202, description = "Not ended by the end of wait", body = TaskResult), (status = 404, description = "No such task", body = ErrorBody), (status = 422, description = "Invalid input (names the field)", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn result(
     State(client): State<Client>,
     Path(id): Path<String>,
@@ -325,6 +361,8 @@ pub(crate) async fn result(
 }
 
 /// `GET /v1/queues` → `{"queues": {QUEUE: {STATUS: n, ...}, ...}}`.
+#[utoipa::path(get, path = "/v1/queues", tag = "tasks",
+    responses((status = 200, description = "Counts by queue and status", body = Queues), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn queues(State(client): State<Client>) -> Result<Json<Value>, ApiError> {
     let counts = client.count(TaskFilter::default()).await?;
     let mut queues: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();

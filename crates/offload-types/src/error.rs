@@ -88,6 +88,7 @@ impl From<serde_json::Error> for TaskError {
 }
 
 /// A stored error: `{kind, message, attempt, at}`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskErrorRecord {
     /// See [`TaskError::kind`].

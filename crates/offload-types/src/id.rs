@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// A task's id: a UUIDv7, so ids sort by creation time.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = String, format = Uuid))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct TaskId(pub Uuid);
@@ -58,6 +59,7 @@ impl FromStr for TaskId {
 /// The token a claim hands to the worker that holds the lease. Heartbeats,
 /// progress and results are accepted only with the task's live token, so a
 /// late answer from a rescued attempt can never overwrite a newer one.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = String, format = Uuid))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct LeaseToken(pub Uuid);

@@ -26,6 +26,7 @@ use crate::{
 ///     .tag("nightly");
 /// assert_eq!(opts.queue.as_deref(), Some("reports"));
 /// ```
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskOptions {
@@ -44,6 +45,7 @@ pub struct TaskOptions {
         with = "crate::duration::serde_duration",
         skip_serializing_if = "Option::is_none"
     )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "30s"))]
     pub delay: Option<Duration>,
     /// Attempts allowed; default 3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -54,6 +56,7 @@ pub struct TaskOptions {
         with = "crate::duration::serde_duration",
         skip_serializing_if = "Option::is_none"
     )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "2m"))]
     pub timeout: Option<Duration>,
     /// Back-off between attempts, overriding the runner's policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A running task's progress, written by its runner.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Progress {
     /// 0 to 100.

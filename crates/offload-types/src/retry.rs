@@ -6,14 +6,17 @@ use serde::{Deserialize, Serialize};
 
 /// Exponential back-off with jitter: attempt `n` (1-based) that failed waits
 /// `min(initial * multiplier^(n-1), max)`, then ± `jitter` of that.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Wait after the first failed attempt.
     #[serde(with = "crate::duration::serde_duration::required")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "1s"))]
     pub initial: Duration,
     /// Longest wait between attempts.
     #[serde(with = "crate::duration::serde_duration::required")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "10m"))]
     pub max: Duration,
     /// Growth per attempt.
     pub multiplier: f64,

@@ -10,6 +10,7 @@ use crate::{LeaseToken, Progress, RetryPolicy, Status, TaskErrorRecord, TaskId};
 
 /// One unit of background work, as stored. Field names are the public
 /// vocabulary of the API, CLI and database.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Task {
     /// UUIDv7 assigned at enqueue.
@@ -38,6 +39,7 @@ pub struct Task {
     pub run_at: DateTime<Utc>,
     /// Per-attempt time limit; `None` is the runner's default (or none).
     #[serde(with = "crate::duration::serde_duration", default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "2m"))]
     pub timeout: Option<Duration>,
     /// Back-off between attempts; `None` is the runner's policy.
     #[serde(default)]
@@ -54,6 +56,7 @@ pub struct Task {
     /// of the attempt, so it is never serialized (not in `--json` output,
     /// logs or API answers); the worker holding the lease gets it from the claim.
     #[serde(skip_serializing, default)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
     pub lease_token: Option<LeaseToken>,
     /// When the live lease lapses unless renewed.
     pub lease_expires_at: Option<DateTime<Utc>>,
@@ -75,6 +78,7 @@ impl Task {
 }
 
 /// How an attempt ended.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AttemptOutcome {
@@ -126,6 +130,7 @@ impl AttemptOutcome {
 }
 
 /// One attempt in a task's history.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attempt {
     /// 1-based attempt number.
