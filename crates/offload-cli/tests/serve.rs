@@ -363,6 +363,7 @@ async fn the_openapi_document_describes_every_route() {
         ("post", "/v1/tasks/{id}/fail"),
         ("get", "/healthz"),
         ("get", "/readyz"),
+        ("get", "/metrics"),
     ];
     let ops: usize = doc["paths"]
         .as_object()
@@ -434,5 +435,109 @@ async fn the_openapi_document_describes_every_route() {
         "invalid OpenAPI document: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `/metrics` parses as the Prometheus text format (with the reference
+/// parser, `prometheus_client` for Python, which .ci/run installs) and
+/// counts what happened.
+#[tokio::test]
+async fn metrics_parse_and_count() {
+    let env = Env::with_config(&config());
+    let (_server, base) = env.serve(&[]);
+    let http = Client::new();
+    let tasks = format!("{base}/v1/tasks");
+    let (_, made) = post(
+        &http,
+        &tasks,
+        json!([{"name": "echo", "input": 1}, {"name": "echo", "input": 2}, {"name": "idle"}]),
+    )
+    .await;
+    for id in made["ids"].as_array().unwrap().iter().take(2) {
+        let id = id.as_str().unwrap();
+        let (s, _) = get(&http, &format!("{tasks}/{id}/result?wait=20s")).await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    let r = http.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let kind = r.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
+    let text = r.text().await.unwrap();
+    let file = env.path("metrics.txt");
+    std::fs::write(&file, &text).unwrap();
+
+    let has_parser = std::process::Command::new("python3")
+        .args(["-c", "import prometheus_client"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_parser {
+        assert!(
+            std::env::var("CI").is_err(),
+            "prometheus_client is missing in CI"
+        );
+        eprintln!(
+            "prometheus_client not installed: parse check skipped (pip install prometheus-client)"
+        );
+        return;
+    }
+    let script = "import json, sys\n\
+        from prometheus_client.parser import text_string_to_metric_families\n\
+        samples = [dict(name=s.name, labels=s.labels, value=s.value)\n\
+                   for f in text_string_to_metric_families(open(sys.argv[1]).read()) for s in f.samples]\n\
+        print(json.dumps(samples))";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "not Prometheus text format: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let samples: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let value = |name: &str, labels: Value| -> f64 {
+        samples
+            .iter()
+            .find(|s| s["name"] == json!(name) && s["labels"] == labels)
+            .and_then(|s| s["value"].as_f64())
+            .unwrap_or_else(|| panic!("no {name} {labels} in\n{text}"))
+    };
+    assert_eq!(
+        value(
+            "offload_tasks",
+            json!({"queue": "default", "status": "success"})
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            "offload_tasks",
+            json!({"queue": "default", "status": "pending"})
+        ),
+        1.0
+    );
+    assert_eq!(
+        value("offload_queue_depth", json!({"queue": "default"})),
+        1.0
+    );
+    assert_eq!(value("offload_enqueued_total", json!({})), 3.0);
+    assert_eq!(
+        value("offload_attempts_total", json!({"outcome": "success"})),
+        2.0
+    );
+    assert_eq!(
+        value(
+            "offload_attempt_duration_seconds_count",
+            json!({"name": "echo"})
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            "offload_pickup_latency_seconds_count",
+            json!({"queue": "default"})
+        ),
+        2.0
     );
 }

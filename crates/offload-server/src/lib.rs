@@ -15,6 +15,7 @@
 //! | `POST /v1/lease` | remote workers: lease ready tasks (long-poll) |
 //! | `POST /v1/tasks/{id}/heartbeat`, `/progress`, `/complete`, `/fail` | remote workers: with the lease token |
 //! | `GET /healthz`, `GET /readyz` | the process is up; the store answers |
+//! | `GET /metrics` | Prometheus text format |
 //! | `GET /v1/openapi.json` | the OpenAPI 3.1 document of all of the above |
 //!
 //! Errors are `{"error": {"code", "message", "field"?}}` with a 4xx or 5xx
@@ -24,21 +25,23 @@
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let client = offload::Client::connect("sqlite://offload.db").await?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8750").await?;
-//! axum::serve(listener, offload_server::router(client)).await?;
+//! axum::serve(listener, offload_server::router(client)?).await?;
 //! # Ok(()) }
 //! ```
 
 mod error;
 mod health;
+mod metrics;
 mod remote;
 mod schema;
 mod tasks;
 
 pub use error::ApiError;
+pub use metrics::{Metrics, MetricsHook};
 
 use std::sync::Arc;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::routing::get;
 use axum::{Json, Router};
 use offload::Client;
@@ -49,14 +52,35 @@ use utoipa_axum::routes;
 /// Largest request body accepted unless configured otherwise (1 MiB).
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 
-/// The API's routes over `client`'s store, with the default body limit.
-pub fn router(client: Client) -> Router {
-    router_with_limit(client, DEFAULT_BODY_LIMIT)
+/// The API's routes over `client`'s store, with fresh [`Metrics`] and the
+/// default body limit.
+pub fn router(client: Client) -> Result<Router, prometheus::Error> {
+    Ok(router_with(client, Metrics::new()?, DEFAULT_BODY_LIMIT))
 }
 
-/// The API's routes, refusing request bodies over `body_limit` bytes with
-/// 413.
-pub fn router_with_limit(client: Client, body_limit: usize) -> Router {
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub(crate) struct AppState {
+    pub(crate) client: Client,
+    pub(crate) metrics: Metrics,
+}
+
+impl FromRef<AppState> for Client {
+    fn from_ref(state: &AppState) -> Self {
+        state.client.clone()
+    }
+}
+
+impl FromRef<AppState> for Metrics {
+    fn from_ref(state: &AppState) -> Self {
+        state.metrics.clone()
+    }
+}
+
+/// The API's routes, recording into `metrics` (share them with the
+/// worker's [`Metrics::hook`]) and refusing request bodies over
+/// `body_limit` bytes with 413.
+pub fn router_with(client: Client, metrics: Metrics, body_limit: usize) -> Router {
     let (router, api) = OpenApiRouter::with_openapi(schema::ApiDoc::openapi())
         .routes(routes!(tasks::enqueue, tasks::list))
         .routes(routes!(tasks::get, tasks::update, tasks::delete))
@@ -71,6 +95,7 @@ pub fn router_with_limit(client: Client, body_limit: usize) -> Router {
         .routes(routes!(remote::fail))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
+        .routes(routes!(metrics::metrics))
         .split_for_parts();
     let document = Arc::new(api);
     router
@@ -84,7 +109,7 @@ pub fn router_with_limit(client: Client, body_limit: usize) -> Router {
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(client)
+        .with_state(AppState { client, metrics })
 }
 
 /// Where the OpenAPI 3.1 document of the API is served.

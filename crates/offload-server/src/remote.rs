@@ -13,15 +13,15 @@ use axum::Json;
 use axum::extract::{Path, State};
 use offload::{
     Client, DEFAULT_LEASE, DEFAULT_QUEUE, Error, LeaseInfo, LeaseRequest, LeaseToken, Progress,
-    TaskError, parse_duration,
+    Status, TaskError, parse_duration,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::ApiError;
 use crate::error::JsonBody;
 use crate::schema::{Ended, ErrorBody, LeaseAnswer, Leased};
 use crate::tasks::task_id;
+use crate::{ApiError, Metrics};
 use utoipa::ToSchema;
 
 /// The body of `POST /v1/lease`; every field is optional.
@@ -55,6 +55,7 @@ fn duration(field: &str, text: Option<&str>, default: Duration) -> Result<Durati
     responses((status = 200, description = "Leased tasks (maybe none after wait)", body = Leased), (status = 413, description = "Body over the limit", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody), (status = 422, description = "Invalid input (names the field)", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn lease(
     State(client): State<Client>,
+    State(metrics): State<Metrics>,
     JsonBody(body): JsonBody<LeaseBody>,
 ) -> Result<Json<Value>, ApiError> {
     let req = LeaseRequest {
@@ -68,6 +69,9 @@ pub(crate) async fn lease(
         worker_id: body.worker_id.unwrap_or_else(|| "remote".to_owned()),
     };
     let tasks = client.lease(&req).await?;
+    for task in &tasks {
+        metrics.started(task);
+    }
     let tasks = tasks
         .into_iter()
         .map(|task| {
@@ -167,12 +171,14 @@ pub(crate) struct CompleteBody {
     responses((status = 200, description = "The attempt succeeded", body = Ended), (status = 409, description = "The lease is no longer live (lease_lost)", body = ErrorBody), (status = 404, description = "No such task", body = ErrorBody), (status = 413, description = "Body over the limit", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody), (status = 422, description = "Invalid input (names the field)", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn complete(
     State(client): State<Client>,
+    State(metrics): State<Metrics>,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<CompleteBody>,
 ) -> Result<Json<Value>, ApiError> {
     let status = client
         .complete(task_id(&id)?, body.lease_token, body.output)
         .await?;
+    metrics.attempt_ended("success");
     Ok(Json(json!({ "status": status })))
 }
 
@@ -209,6 +215,7 @@ pub(crate) struct FailBody {
     responses((status = 200, description = "The attempt failed (retried or not) or was aborted", body = Ended), (status = 409, description = "The lease is no longer live (lease_lost)", body = ErrorBody), (status = 404, description = "No such task", body = ErrorBody), (status = 413, description = "Body over the limit", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody), (status = 422, description = "Invalid input (names the field)", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn fail(
     State(client): State<Client>,
+    State(metrics): State<Metrics>,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<FailBody>,
 ) -> Result<Json<Value>, ApiError> {
@@ -231,5 +238,10 @@ pub(crate) async fn fail(
         error.retryable = e.retryable.unwrap_or(true);
         client.fail(id, body.lease_token, error).await?
     };
+    metrics.attempt_ended(match status {
+        Status::Aborted => "aborted",
+        Status::Failed => "failed",
+        _ => "retry",
+    });
     Ok(Json(json!({ "status": status })))
 }

@@ -17,11 +17,11 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::ApiError;
 use crate::error::{JsonBody, QueryArgs};
 use crate::schema::{
     EnqueueAnswer, EnqueueBody, ErrorBody, Queues, TaskDetail, TaskPage, TaskResult,
 };
+use crate::{ApiError, Metrics};
 use offload::Task;
 
 /// Page size of `GET /v1/tasks` unless `limit` says otherwise.
@@ -37,6 +37,7 @@ const MAX_RESULT_WAIT: Duration = Duration::from_secs(300);
     responses((status = 201, description = "Enqueued", body = EnqueueAnswer), (status = 413, description = "Body over the limit", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody), (status = 422, description = "Invalid input (names the field)", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn enqueue(
     State(client): State<Client>,
+    State(metrics): State<Metrics>,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     match body {
@@ -50,12 +51,14 @@ pub(crate) async fn enqueue(
                 .map(|(i, item)| new_task(item, &format!("[{i}].")))
                 .collect::<Result<Vec<_>, _>>()?;
             let handles = client.trigger_many(tasks).await?;
+            metrics.enqueued(handles.len());
             let ids: Vec<String> = handles.iter().map(|h| h.id().to_string()).collect();
             Ok((StatusCode::CREATED, Json(json!({ "ids": ids }))))
         }
         item => {
             let task = new_task(item, "")?;
             let handle = client.trigger(&task.name, task.input, task.options).await?;
+            metrics.enqueued(1);
             Ok((StatusCode::CREATED, Json(json!({ "id": handle.id() }))))
         }
     }

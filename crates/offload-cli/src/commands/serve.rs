@@ -75,14 +75,10 @@ pub(crate) async fn run(args: ServeArgs, globals: &Globals) -> anyhow::Result<()
         .with_context(|| format!("cannot read the address bound for {listen}"))?;
 
     let groups = ProcessGroups::default();
-    let worker = if args.no_worker {
-        None
-    } else {
-        worker::build(&args.worker, globals, &client, &groups)?
-    };
-    let (worker, worker_line) = match worker {
-        Some((w, summary)) => (w, format!("worker: {summary}")),
-        None => {
+    let metrics = offload_server::Metrics::new().context("cannot set up the metrics")?;
+    let (builder, worker_line) = match worker::build(&args.worker, globals, &client, &groups) {
+        Some((builder, summary)) if !args.no_worker => (builder, format!("worker: {summary}")),
+        _ => {
             // no task runs here, but expired leases (of remote workers too)
             // are still rescued and retention applied, by the elected leader
             let why = if args.no_worker {
@@ -90,13 +86,17 @@ pub(crate) async fn run(args: ServeArgs, globals: &Globals) -> anyhow::Result<()
             } else {
                 "offload.toml declares no exec runner"
             };
-            let w = offload::Worker::builder(client.store().clone())
-                .maintenance_only()
-                .build()
-                .context("cannot start maintenance")?;
-            (w, format!("no tasks run here ({why}); maintenance only"))
+            let builder = offload::Worker::builder(client.store().clone()).maintenance_only();
+            (
+                builder,
+                format!("no tasks run here ({why}); maintenance only"),
+            )
         }
     };
+    let worker = builder
+        .hook(metrics.hook())
+        .build()
+        .context("cannot start the worker")?;
     let handle = worker.start();
     let shutdown = worker::shutdown_signal("offload serve", groups)?;
 
@@ -104,7 +104,7 @@ pub(crate) async fn run(args: ServeArgs, globals: &Globals) -> anyhow::Result<()
         "offload serve: listening on http://{local} (database {}); {worker_line}",
         globals.database_url
     ));
-    let app = offload_server::router_with_limit(client, args.body_limit);
+    let app = offload_server::router_with(client, metrics, args.body_limit);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

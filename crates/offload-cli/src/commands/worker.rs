@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use offload::{Client, DEFAULT_QUEUE, Runner, Worker};
+use offload::{Client, DEFAULT_QUEUE, Runner, Worker, WorkerBuilder};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::commands::duration_arg;
@@ -64,9 +64,10 @@ pub(crate) async fn run(args: WorkerArgs, globals: &Globals) -> anyhow::Result<(
     }
     let client = globals.client().await?;
     let groups = ProcessGroups::default();
-    let Some((worker, summary)) = build(&args, globals, &client, &groups)? else {
+    let Some((builder, summary)) = build(&args, globals, &client, &groups) else {
         return Err(Failure::usage(NO_RUNNERS));
     };
+    let worker = builder.build().context("cannot start the worker")?;
     let shutdown = shutdown_signal("offload worker", groups)?;
     output::note(&format!(
         "offload worker: {summary}, database {}",
@@ -84,7 +85,7 @@ pub(crate) async fn run(args: WorkerArgs, globals: &Globals) -> anyhow::Result<(
 pub(crate) const NO_RUNNERS: &str = "no exec runners configured: add one to offload.toml, e.g. \
      [runners.resize_image] exec = [\"python3\", \"resize.py\"] (or pass --config PATH)";
 
-/// Builds the worker for the `exec` runners of `offload.toml` with the
+/// Sets up the worker for the `exec` runners of `offload.toml` with the
 /// settings of `args`, and a line describing it; `None` when no runner is
 /// configured.
 pub(crate) fn build(
@@ -92,12 +93,12 @@ pub(crate) fn build(
     globals: &Globals,
     client: &Client,
     groups: &ProcessGroups,
-) -> anyhow::Result<Option<(Worker, String)>> {
+) -> Option<(WorkerBuilder, String)> {
     let config = &globals.config;
     let kill_grace = args.kill_grace.unwrap_or(crate::exec::DEFAULT_KILL_GRACE);
     let runners = exec_runners(config, groups, kill_grace);
     if runners.is_empty() {
-        return Ok(None);
+        return None;
     }
     let worker_config = config.worker();
     let concurrency = args
@@ -136,8 +137,7 @@ pub(crate) fn build(
     for (name, runner) in runners {
         builder = builder.runner_arc(name, runner);
     }
-    let worker = builder.build().context("cannot start the worker")?;
-    Ok(Some((worker, summary)))
+    Some((builder, summary))
 }
 
 /// One [`ExecRunner`] per `[runners.NAME]` with `exec`; http runners are
