@@ -10,6 +10,7 @@ mod config;
 mod exec;
 mod failure;
 mod globals;
+mod http_runner;
 mod output;
 mod suggest;
 
@@ -60,9 +61,9 @@ enum Command {
     Delete(commands::delete::DeleteArgs),
     /// Delete finished tasks by status, name, queue or age.
     Purge(commands::purge::PurgeArgs),
-    /// Serve the HTTP API (and run the exec runners of offload.toml) until SIGINT/SIGTERM.
+    /// Serve the HTTP API (and run the runners of offload.toml) until SIGINT/SIGTERM.
     Serve(commands::serve::ServeArgs),
-    /// Run the exec runners declared in offload.toml until SIGINT/SIGTERM.
+    /// Run the runners declared in offload.toml until SIGINT/SIGTERM.
     Worker(commands::worker::WorkerArgs),
     /// A live terminal view of the queue.
     Monitor(commands::monitor::MonitorArgs),

@@ -1,5 +1,5 @@
 //! `offload serve`: the HTTP API (`offload-server`) on the configured store,
-//! plus a worker for the `exec` runners of `offload.toml` unless
+//! plus a worker for the `exec` and `http` runners of `offload.toml` unless
 //! `--no-worker`. Maintenance (rescuing expired leases, also those of remote
 //! workers, and retention) runs in any case, on the elected leader.
 //!
@@ -84,7 +84,7 @@ pub(crate) async fn run(args: ServeArgs, globals: &Globals) -> anyhow::Result<()
             let why = if args.no_worker {
                 "--no-worker"
             } else {
-                "offload.toml declares no exec runner"
+                "offload.toml declares no runner"
             };
             let builder = offload::Worker::builder(client.store().clone()).maintenance_only();
             (

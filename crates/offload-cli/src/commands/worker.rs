@@ -1,4 +1,4 @@
-//! `offload worker`: runs the `exec` runners that `offload.toml` declares
+//! `offload worker`: runs the `exec` and `http` runners that `offload.toml` declares
 //! until SIGINT or SIGTERM.
 //!
 //! The first signal starts a graceful shutdown (stop claiming, let running
@@ -25,6 +25,7 @@ use crate::config::{Config, RunnerKind};
 use crate::exec::{ExecRunner, ProcessGroups};
 use crate::failure::Failure;
 use crate::globals::Globals;
+use crate::http_runner::HttpRunner;
 use crate::output;
 
 /// Exit code after a forced exit (second signal).
@@ -59,7 +60,7 @@ pub(crate) struct WorkerArgs {
 /// Runs `offload worker`.
 pub(crate) async fn run(args: WorkerArgs, globals: &Globals) -> anyhow::Result<()> {
     // refused before the store is opened (or created)
-    if !has_exec_runners(&globals.config) {
+    if !has_runners(&globals.config) {
         return Err(Failure::usage(NO_RUNNERS));
     }
     let client = globals.client().await?;
@@ -82,10 +83,10 @@ pub(crate) async fn run(args: WorkerArgs, globals: &Globals) -> anyhow::Result<(
 }
 
 /// The message when `offload.toml` declares no runner to run.
-pub(crate) const NO_RUNNERS: &str = "no exec runners configured: add one to offload.toml, e.g. \
+pub(crate) const NO_RUNNERS: &str = "no runners configured: add one to offload.toml, e.g. \
      [runners.resize_image] exec = [\"python3\", \"resize.py\"] (or pass --config PATH)";
 
-/// Sets up the worker for the `exec` runners of `offload.toml` with the
+/// Sets up the worker for the runners of `offload.toml` with the
 /// settings of `args`, and a line describing it; `None` when no runner is
 /// configured.
 pub(crate) fn build(
@@ -96,7 +97,7 @@ pub(crate) fn build(
 ) -> Option<(WorkerBuilder, String)> {
     let config = &globals.config;
     let kill_grace = args.kill_grace.unwrap_or(crate::exec::DEFAULT_KILL_GRACE);
-    let runners = exec_runners(config, groups, kill_grace);
+    let runners = runners(config, groups, kill_grace);
     if runners.is_empty() {
         return None;
     }
@@ -140,9 +141,9 @@ pub(crate) fn build(
     Some((builder, summary))
 }
 
-/// One [`ExecRunner`] per `[runners.NAME]` with `exec`; http runners are
-/// skipped with a warning (they run in `offload serve`).
-fn exec_runners(
+/// One runner per `[runners.NAME]`: an [`ExecRunner`] for `exec`, an
+/// [`HttpRunner`] for `http`.
+fn runners(
     config: &Config,
     groups: &ProcessGroups,
     kill_grace: Duration,
@@ -158,11 +159,7 @@ fn exec_runners(
                 runners.push((name.clone(), Arc::new(exec)));
             }
             Some(RunnerKind::Http(url)) => {
-                tracing::warn!(
-                    runner = %name,
-                    %url,
-                    "skipping http runner: http runners arrive with `offload serve`; `offload worker` runs exec runners only"
-                );
+                runners.push((name.clone(), Arc::new(HttpRunner::new(url, runner.timeout))));
             }
             None => {}
         }
@@ -170,12 +167,12 @@ fn exec_runners(
     runners
 }
 
-/// Whether `offload.toml` declares an `exec` runner.
-pub(crate) fn has_exec_runners(config: &Config) -> bool {
+/// Whether `offload.toml` declares a runner.
+pub(crate) fn has_runners(config: &Config) -> bool {
     config
         .runners
         .values()
-        .any(|r| matches!(r.get_ref().kind(), Some(RunnerKind::Exec(_))))
+        .any(|r| r.get_ref().kind().is_some())
 }
 
 /// The queues to serve, in order, without duplicates.
@@ -279,14 +276,19 @@ mod tests {
     }
 
     #[test]
-    fn http_runners_are_not_exec_runners() {
+    fn exec_and_http_runners_are_both_run() {
         let config = Config::parse(
-            "[runners.a]\nhttp = \"http://127.0.0.1:9/x\"\n",
+            "[runners.a]\nhttp = \"http://127.0.0.1:9/x\"\n[runners.b]\nexec = [\"true\"]\n",
             Path::new("offload.toml"),
         )
         .unwrap();
-        assert!(
-            exec_runners(&config, &ProcessGroups::default(), Duration::from_secs(1)).is_empty()
-        );
+        let names: Vec<String> =
+            runners(&config, &ProcessGroups::default(), Duration::from_secs(1))
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect();
+        assert_eq!(names, vec!["a", "b"]);
+        assert!(has_runners(&config));
+        assert!(!has_runners(&Config::parse("", Path::new("x")).unwrap()));
     }
 }
