@@ -12,6 +12,7 @@
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 
 use crate::commands::worker::{self, WorkerArgs};
 use crate::exec::ProcessGroups;
@@ -105,6 +106,12 @@ pub(crate) async fn run(args: ServeArgs, globals: &Globals) -> anyhow::Result<()
         globals.database_url
     ));
     let app = offload_server::router_with(client, metrics, args.body_limit);
+    // answers go out at once instead of waiting for the client's ACK
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

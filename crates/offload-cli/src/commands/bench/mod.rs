@@ -25,6 +25,7 @@
 //! end, as the PostgreSQL peers do with theirs (see [`pg`] for what it
 //! refuses to drop and how two runs on one schema are kept apart).
 
+mod http;
 mod pg;
 mod worker;
 mod workloads;
@@ -63,8 +64,12 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_enum, default_value_t = Backend::Sqlite)]
     backend: Backend,
     /// Run the worker inside this process instead of a separate one.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "via")]
     embedded: bool,
+    /// Measure through this interface: `http` runs `single_enqueue` and
+    /// `pickup_latency` through `offload serve`'s API and pull protocol.
+    #[arg(long, value_enum, value_name = "INTERFACE")]
+    via: Option<Via>,
     /// Measure this database. SQLite: it must hold no task [default: a fresh file in
     /// $TMPDIR/offload-bench-sqlite/]. PostgreSQL: the bench uses (and drops) the schema
     /// offload_bench, or the URL's ?schema=NAME [default: $OFFLOAD_BENCH_DATABASE_URL, else
@@ -77,6 +82,13 @@ pub(crate) struct BenchArgs {
     /// Internal: how many tasks the worker process waits for.
     #[arg(long, hide = true)]
     expect: Option<u64>,
+}
+
+/// The interfaces `offload bench --via` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Via {
+    /// `offload serve`'s HTTP API and pull protocol.
+    Http,
 }
 
 /// The storage backends `offload bench` knows.
@@ -166,10 +178,10 @@ pub(crate) async fn run(args: BenchArgs, _globals: &Globals) -> anyhow::Result<(
             .context("the bench worker process needs --expect")?;
         return worker::process_main(&settings, &url, mode, expect).await;
     }
-    let peer = if args.embedded {
-        "offload-embedded"
-    } else {
-        "offload"
+    let peer = match (args.via, args.embedded) {
+        (Some(Via::Http), _) => "offload-http",
+        (None, true) => "offload-embedded",
+        (None, false) => "offload",
     };
     let out = Out {
         peer,
@@ -193,7 +205,10 @@ pub(crate) async fn run(args: BenchArgs, _globals: &Globals) -> anyhow::Result<(
         (Backend::Sqlite, None) => Target::TempDir(std::env::temp_dir().join(BENCH_DIR)),
     };
     target.prepare()?;
-    let outcome = drive(&out, &settings, &target, args.embedded).await;
+    let outcome = match args.via {
+        Some(Via::Http) => drive_http(&out, &settings, &target).await,
+        None => drive(&out, &settings, &target, args.embedded).await,
+    };
     let cleaned = target.finish().await;
     outcome?;
     cleaned
@@ -232,6 +247,29 @@ async fn drive(
         ));
     }
     bench.finish().await;
+    Ok(())
+}
+
+/// Runs the HTTP workloads (`--via http`); a signal ends the run early.
+async fn drive_http(out: &Out, settings: &Settings, target: &Target) -> anyhow::Result<()> {
+    match target {
+        Target::Postgres(pg) => {
+            let (durability, server) = pg.server().await;
+            out.version(&durability, Some(&format!("postgresql={server} via=http")));
+        }
+        _ => out.version(durability(&target.url()), Some("via=http")),
+    }
+    let interrupted = tokio::select! {
+        () = http::run_all(out, settings, target) => None,
+        signal = stop_signal() => Some(signal),
+    };
+    if let Some(signal) = interrupted {
+        out.note(&format!("interrupted_by={signal}"));
+        return Err(Failure::with_code(
+            code::FAILED,
+            format!("interrupted by {signal}"),
+        ));
+    }
     Ok(())
 }
 

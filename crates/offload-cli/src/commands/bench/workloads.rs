@@ -390,7 +390,7 @@ pub(super) async fn clean(client: &Client) -> anyhow::Result<()> {
 }
 
 /// Jobs per second, 0 when no time passed.
-fn rate(done: u64, elapsed: f64) -> f64 {
+pub(super) fn rate(done: u64, elapsed: f64) -> f64 {
     if elapsed > 0.0 {
         done as f64 / elapsed
     } else {
@@ -399,7 +399,7 @@ fn rate(done: u64, elapsed: f64) -> f64 {
 }
 
 /// The nearest-rank `percent` percentile of sorted samples.
-fn nearest_rank(sorted: &[f64], percent: usize) -> Option<f64> {
+pub(super) fn nearest_rank(sorted: &[f64], percent: usize) -> Option<f64> {
     let rank = (percent * sorted.len()).div_ceil(100);
     sorted.get(rank.saturating_sub(1)).copied()
 }
