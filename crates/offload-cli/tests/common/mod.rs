@@ -146,16 +146,9 @@ impl Env {
 
     /// Starts `offload worker ARGS` with its stderr in a file of the temp dir.
     pub fn worker(&self, args: &[&str]) -> Proc {
-        let log = self.path(&format!("worker-{}.log", unique()));
         let mut all = vec!["worker"];
         all.extend_from_slice(args);
-        let child = self
-            .cmd(&all)
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut proc = Proc { child, log };
+        let mut proc = self.spawn_logged(&all, "worker");
         // ready once it printed its startup summary; dead early is a failure
         wait_for("the worker to start", Duration::from_secs(30), || {
             if let Some(status) = proc.child.try_wait().unwrap() {
@@ -168,19 +161,24 @@ impl Env {
 }
 
 impl Env {
-    /// Starts `offload serve --listen 127.0.0.1:0 ARGS`; returns it with the
-    /// base URL it printed (`http://127.0.0.1:PORT`).
-    pub fn serve(&self, args: &[&str]) -> (Proc, String) {
-        let log = self.path(&format!("serve-{}.log", unique()));
-        let mut all = vec!["serve", "--listen", "127.0.0.1:0"];
-        all.extend_from_slice(args);
+    /// Starts `offload ARGS` with its stderr in `KIND-N.log` of the temp dir.
+    fn spawn_logged(&self, args: &[&str], kind: &str) -> Proc {
+        let log = self.path(&format!("{kind}-{}.log", unique()));
         let child = self
-            .cmd(&all)
+            .cmd(args)
             .stdout(Stdio::null())
             .stderr(File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let mut proc = Proc { child, log };
+        Proc { child, log }
+    }
+
+    /// Starts `offload serve --listen 127.0.0.1:0 ARGS`; returns it with the
+    /// base URL it printed (`http://127.0.0.1:PORT`).
+    pub fn serve(&self, args: &[&str]) -> (Proc, String) {
+        let mut all = vec!["serve", "--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let mut proc = self.spawn_logged(&all, "serve");
         let base = wait_for("the server to listen", Duration::from_secs(30), || {
             if let Some(status) = proc.child.try_wait().unwrap() {
                 panic!("server exited at start ({status}): {}", proc.log_text());

@@ -228,39 +228,38 @@ async fn drive(
     embedded: bool,
 ) -> anyhow::Result<()> {
     let mut bench = workloads::Bench::open(out, settings, target, embedded).await?;
-    match target {
-        Target::Postgres(pg) => {
-            let (durability, server) = pg.server().await;
-            out.version(&durability, Some(&format!("postgresql={server}")));
-        }
-        _ => out.version(durability(&target.url()), None),
-    }
-    let interrupted = tokio::select! {
-        () = bench.run_all() => None,
-        signal = stop_signal() => Some(signal),
-    };
-    if let Some(signal) = interrupted {
-        out.note(&format!("interrupted_by={signal}"));
-        return Err(Failure::with_code(
-            code::FAILED,
-            format!("interrupted by {signal}"),
-        ));
-    }
+    print_version(out, target, None).await;
+    until_signal(out, bench.run_all()).await?;
     bench.finish().await;
     Ok(())
 }
 
 /// Runs the HTTP workloads (`--via http`); a signal ends the run early.
 async fn drive_http(out: &Out, settings: &Settings, target: &Target) -> anyhow::Result<()> {
+    print_version(out, target, Some("via=http")).await;
+    until_signal(out, http::run_all(out, settings, target)).await
+}
+
+/// The `VERSION` line, with the server's version on PostgreSQL and `extra`.
+async fn print_version(out: &Out, target: &Target, extra: Option<&str>) {
+    let extra = extra.map(|e| format!(" {e}")).unwrap_or_default();
     match target {
         Target::Postgres(pg) => {
             let (durability, server) = pg.server().await;
-            out.version(&durability, Some(&format!("postgresql={server} via=http")));
+            out.version(&durability, Some(&format!("postgresql={server}{extra}")));
         }
-        _ => out.version(durability(&target.url()), Some("via=http")),
+        _ => out.version(
+            durability(&target.url()),
+            Some(extra.trim()).filter(|e| !e.is_empty()),
+        ),
     }
+}
+
+/// Runs `work` unless SIGINT or SIGTERM comes first (then a `NOTE` line
+/// and an error).
+async fn until_signal(out: &Out, work: impl Future<Output = ()>) -> anyhow::Result<()> {
     let interrupted = tokio::select! {
-        () = http::run_all(out, settings, target) => None,
+        () = work => None,
         signal = stop_signal() => Some(signal),
     };
     if let Some(signal) = interrupted {
