@@ -18,6 +18,8 @@ pub(crate) mod code {
     pub(crate) const NOT_FINISHED: u8 = 3;
     /// Timed out waiting for the task.
     pub(crate) const TIMEOUT: u8 = 4;
+    /// The task was aborted (`watch`).
+    pub(crate) const ABORTED: u8 = 5;
 }
 
 /// An error with a chosen exit code. An empty message prints nothing.

@@ -28,7 +28,8 @@ Exit codes:
   1  the operation failed (task failed or aborted, task not found, database error)
   2  bad input (invalid JSON, malformed id, bad option, malformed offload.toml)
   3  the task has not finished yet (`result` without --wait)
-  4  timed out waiting for the task (`--wait`)";
+  4  timed out waiting for the task (`--wait`, `watch --timeout`)
+  5  the task was aborted (`watch`)";
 
 /// Durable background tasks: enqueue, run, watch and manage them.
 #[derive(Debug, Parser)]
@@ -53,6 +54,9 @@ enum Command {
     /// Print a task's output (optionally waiting for it).
     #[command(after_help = commands::result::RESULT_HELP)]
     Result(commands::result::ResultArgs),
+    /// Follow one task live until it ends; the exit code tells how it ended.
+    #[command(after_help = commands::watch::WATCH_HELP)]
+    Watch(commands::watch::WatchArgs),
     /// Abort a task (a running one is asked to stop).
     Abort(commands::abort::AbortArgs),
     /// Run a failed or aborted task again, keeping its history.
@@ -112,6 +116,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::List(args) => commands::list::run(args, &globals).await,
         Command::Get(args) => commands::get::run(args, &globals).await,
         Command::Result(args) => commands::result::run(args, &globals).await,
+        Command::Watch(args) => commands::watch::run(args, &globals).await,
         Command::Abort(args) => commands::abort::run(args, &globals).await,
         Command::Retry(args) => commands::retry::run(args, &globals).await,
         Command::Delete(args) => commands::delete::run(args, &globals).await,

@@ -14,6 +14,7 @@ pub(crate) mod result;
 pub(crate) mod retry;
 pub(crate) mod serve;
 pub(crate) mod store;
+pub(crate) mod watch;
 pub(crate) mod worker;
 
 use std::time::Duration;
