@@ -125,25 +125,26 @@ async fn show(
             bar.suspend(|| output::print(&line))?;
         }
     }
-    if task.status == Status::Running && (seen.percent != percent || seen.message != message) {
-        if let Some(p) = percent {
-            bar.set_position(u64::from(p));
-            bar.set_message(message.clone().unwrap_or_default());
-            let line = format!(
-                "{} progress {p}%{}",
-                time(),
-                message
-                    .as_deref()
-                    .map(|m| format!(" {m}"))
-                    .unwrap_or_default()
-            );
-            if json {
-                output::print_json(&serde_json::json!({
-                    "event": "progress", "percent": p, "message": message,
-                }))?;
-            } else {
-                bar.suspend(|| output::print(&line))?;
-            }
+    if task.status == Status::Running
+        && (seen.percent != percent || seen.message != message)
+        && let Some(p) = percent
+    {
+        bar.set_position(u64::from(p));
+        bar.set_message(message.clone().unwrap_or_default());
+        let line = format!(
+            "{} progress {p}%{}",
+            time(),
+            message
+                .as_deref()
+                .map(|m| format!(" {m}"))
+                .unwrap_or_default()
+        );
+        if json {
+            output::print_json(&serde_json::json!({
+                "event": "progress", "percent": p, "message": message,
+            }))?;
+        } else {
+            bar.suspend(|| output::print(&line))?;
         }
     }
     seen.status = Some(task.status);
