@@ -55,6 +55,16 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 
+    /// 500: `detail` goes to the server's log only.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "request failed");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error (logged by the server)",
+        )
+    }
+
     /// 422 naming the field at fault.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
@@ -112,14 +122,7 @@ impl From<Error> for ApiError {
                     "the store cannot be reached; retry later",
                 )
             }
-            other => {
-                tracing::error!(error = %other, "request failed");
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error (logged by the server)",
-                )
-            }
+            other => Self::internal(other),
         }
     }
 }

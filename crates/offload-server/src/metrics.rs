@@ -170,9 +170,8 @@ impl Metrics {
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&inner.registry.gather(), &mut out)
-            .map_err(|e| ApiError::from(offload::Error::Worker(format!("metrics: {e}"))))?;
-        String::from_utf8(out)
-            .map_err(|e| ApiError::from(offload::Error::Worker(format!("metrics: {e}"))))
+            .map_err(|e| ApiError::internal(format!("metrics: {e}")))?;
+        String::from_utf8(out).map_err(|e| ApiError::internal(format!("metrics: {e}")))
     }
 }
 

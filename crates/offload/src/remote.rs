@@ -19,7 +19,7 @@ use offload_types::{
 };
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::worker::{MAX_LEASE, MIN_LEASE};
+use crate::worker::{MAX_LEASE, MIN_LEASE, later};
 use crate::{Client, Error, Result};
 
 /// Most tasks one lease call hands out.
@@ -227,10 +227,9 @@ impl Client {
         let record = error.record(task.attempt, now);
         let outcome = if error.retryable && task.attempts_left() {
             let backoff = task.retry.clone().unwrap_or_default().backoff(task.attempt);
-            let wait = chrono::Duration::from_std(backoff).unwrap_or(chrono::Duration::MAX);
             FinishOutcome::Retry {
                 error: record,
-                run_at: now.checked_add_signed(wait).unwrap_or(now),
+                run_at: later(now, backoff),
             }
         } else {
             FinishOutcome::Fail { error: record }

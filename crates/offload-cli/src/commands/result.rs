@@ -85,24 +85,27 @@ pub(crate) fn report(task: &Task, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How a failed or aborted task ended, e.g. `task ID failed after 3
+/// attempt(s): timeout: ...`.
+pub(crate) fn ended_message(task: &Task) -> String {
+    let why = task
+        .error
+        .as_ref()
+        .map(|e| format!(": {}: {}", e.kind, e.message))
+        .unwrap_or_default();
+    format!(
+        "task {} {} after {} attempt(s){why}",
+        task.id, task.status, task.attempt
+    )
+}
+
 /// The error (and exit code) for a task that did not succeed: failed or
 /// aborted (1), not finished (3). `None` for a success.
 pub(crate) fn outcome_error(task: &Task) -> Option<anyhow::Error> {
     match task.status {
         Status::Success => None,
         Status::Failed | Status::Aborted => {
-            let why = task
-                .error
-                .as_ref()
-                .map(|e| format!(": {}: {}", e.kind, e.message))
-                .unwrap_or_default();
-            Some(Failure::with_code(
-                code::FAILED,
-                format!(
-                    "task {} {} after {} attempt(s){why}",
-                    task.id, task.status, task.attempt
-                ),
-            ))
+            Some(Failure::with_code(code::FAILED, ended_message(task)))
         }
         _ => Some(Failure::with_code(
             code::NOT_FINISHED,

@@ -77,9 +77,14 @@ pub(crate) async fn run(args: ServeArgs, globals: &Globals) -> anyhow::Result<()
 
     let groups = ProcessGroups::default();
     let metrics = offload_server::Metrics::new().context("cannot set up the metrics")?;
-    let (builder, worker_line) = match worker::build(&args.worker, globals, &client, &groups) {
-        Some((builder, summary)) if !args.no_worker => (builder, format!("worker: {summary}")),
-        _ => {
+    let runners = if args.no_worker {
+        None
+    } else {
+        worker::build(&args.worker, globals, &client, &groups)
+    };
+    let (builder, worker_line) = match runners {
+        Some((builder, summary)) => (builder, format!("worker: {summary}")),
+        None => {
             // no task runs here, but expired leases (of remote workers too)
             // are still rescued and retention applied, by the elected leader
             let why = if args.no_worker {

@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use offload::{Client, Notification, Status, Task, TaskId};
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::commands::result::ended_message;
 use crate::commands::{duration_arg, parse_id, status_phrase};
 use crate::failure::{Failure, code};
 use crate::globals::Globals;
@@ -113,8 +114,6 @@ async fn show(
     };
     if seen.attempt != task.attempt || seen.status != Some(task.status) {
         print_attempts(client, task.id, seen, bar, json).await?;
-    }
-    if seen.status != Some(task.status) || seen.attempt != task.attempt {
         let line = format!("{} {}", time(), status_phrase(task));
         if json {
             output::print_json(&serde_json::json!({
@@ -200,24 +199,10 @@ fn finish(task: &Task, json: bool) -> anyhow::Result<()> {
     } else if task.status == Status::Success {
         output::print_json_pretty(task.output.as_ref().unwrap_or(&serde_json::Value::Null))?;
     }
-    let why = task
-        .error
-        .as_ref()
-        .map(|e| format!(": {}: {}", e.kind, e.message))
-        .unwrap_or_default();
     match task.status {
         Status::Success => Ok(()),
-        Status::Aborted => Err(Failure::with_code(
-            code::ABORTED,
-            format!("task {} aborted{why}", task.id),
-        )),
-        _ => Err(Failure::with_code(
-            code::FAILED,
-            format!(
-                "task {} failed after {} attempt(s){why}",
-                task.id, task.attempt
-            ),
-        )),
+        Status::Aborted => Err(Failure::with_code(code::ABORTED, ended_message(task))),
+        _ => Err(Failure::with_code(code::FAILED, ended_message(task))),
     }
 }
 

@@ -242,7 +242,10 @@ fn from_decision(d: Decision) -> Ran {
 }
 
 /// `now + d`, saturating at the far end of what the store can hold.
-fn later(now: chrono::DateTime<chrono::Utc>, d: Duration) -> chrono::DateTime<chrono::Utc> {
+pub(crate) fn later(
+    now: chrono::DateTime<chrono::Utc>,
+    d: Duration,
+) -> chrono::DateTime<chrono::Utc> {
     chrono::Duration::from_std(d.min(MAX_DURATION))
         .ok()
         .and_then(|d| now.checked_add_signed(d))

@@ -13,6 +13,7 @@ mod backoff;
 mod builder;
 mod completer;
 mod executor;
+pub(crate) use executor::later;
 mod heartbeat;
 mod maintenance;
 mod producer;
