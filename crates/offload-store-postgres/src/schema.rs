@@ -9,11 +9,17 @@ use crate::error::map;
 
 /// The migrations in order: (version, name, SQL with `{schema}` for the
 /// quoted schema name).
-const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (
+        2,
+        "events_access",
+        include_str!("../migrations/0002_events_access.sql"),
+    ),
+];
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// The advisory-lock key of migrations in `schema` (two 32-bit halves).
 fn migrate_lock_sql(schema: &str) -> String {

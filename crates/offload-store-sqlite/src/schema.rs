@@ -17,11 +17,18 @@ struct Migration {
 }
 
 /// Every migration, in order. A new one is a new file plus one entry here.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../migrations/0001_init.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../migrations/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "events_access",
+        sql: include_str!("../migrations/0002_events_access.sql"),
+    },
+];
 
 /// The schema version this build writes: the last migration's.
 pub(crate) const LATEST_VERSION: i64 = match MIGRATIONS.last() {

@@ -619,4 +619,64 @@ impl Store for SqliteStore {
             .await?
             .into_task()
     }
+    async fn task_insert_idempotent(
+        &self,
+        _params: &TaskInsertParams,
+        _key: &offload_store::IdempotencyKey,
+    ) -> StoreResult<offload_store::IdempotentInsert> {
+        Err(StoreError::Unavailable(
+            "STUB task_insert_idempotent".to_owned(),
+        ))
+    }
+
+    async fn idempotency_purge(
+        &self,
+        _params: &offload_store::PurgeBeforeParams,
+    ) -> StoreResult<u64> {
+        Err(StoreError::Unavailable("STUB idempotency_purge".to_owned()))
+    }
+
+    async fn event_list(
+        &self,
+        _params: &offload_store::EventListParams,
+    ) -> StoreResult<offload_store::EventPage> {
+        Err(StoreError::Unavailable("STUB event_list".to_owned()))
+    }
+
+    async fn event_cursor_latest(&self) -> StoreResult<Option<String>> {
+        Err(StoreError::Unavailable(
+            "STUB event_cursor_latest".to_owned(),
+        ))
+    }
+
+    async fn event_purge(&self, _params: &offload_store::PurgeBeforeParams) -> StoreResult<u64> {
+        Err(StoreError::Unavailable("STUB event_purge".to_owned()))
+    }
+
+    async fn token_insert(&self, _token: &offload_store::TokenRecord) -> StoreResult<()> {
+        Err(StoreError::Unavailable("STUB token_insert".to_owned()))
+    }
+
+    async fn token_get(&self, _id: &str) -> StoreResult<Option<offload_store::TokenRecord>> {
+        Err(StoreError::Unavailable("STUB token_get".to_owned()))
+    }
+
+    async fn token_list(&self) -> StoreResult<Vec<offload_store::TokenRecord>> {
+        Err(StoreError::Unavailable("STUB token_list".to_owned()))
+    }
+
+    async fn token_delete(&self, _id: &str) -> StoreResult<bool> {
+        Err(StoreError::Unavailable("STUB token_delete".to_owned()))
+    }
+
+    async fn audit_insert(&self, _record: &offload_store::NewAuditRecord) -> StoreResult<i64> {
+        Err(StoreError::Unavailable("STUB audit_insert".to_owned()))
+    }
+
+    async fn audit_list(
+        &self,
+        _params: &offload_store::AuditListParams,
+    ) -> StoreResult<offload_store::AuditPage> {
+        Err(StoreError::Unavailable("STUB audit_list".to_owned()))
+    }
 }

@@ -9,15 +9,22 @@
 //! heartbeat, progress and finish take and return slices, so a worker pays
 //! one round-trip (and one commit) for many tasks.
 
+mod access;
 mod clock;
 mod error;
+mod events;
 mod notify;
 mod params;
 mod rules;
 mod store;
 
+pub use access::{AuditListParams, AuditPage, AuditRecord, NewAuditRecord, TokenRecord};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{StoreError, StoreResult};
+pub use events::{
+    EventFilter, EventKind, EventKindParseError, EventListParams, EventPage, MAX_EVENT_PAGE,
+    TaskEvent,
+};
 pub use notify::{Notification, Notifier, NotifyHub};
 pub use params::*;
 pub use rules::{

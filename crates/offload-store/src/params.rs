@@ -370,3 +370,35 @@ pub struct TaskImportResult {
 
 /// Largest page [`TaskExportParams::limit`] allows.
 pub const MAX_EXPORT_PAGE: u32 = 10_000;
+
+/// An `Idempotency-Key` sent with an enqueue: the same key with the same
+/// request within its lifetime returns the first request's tasks instead of
+/// enqueueing again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    /// The key as the caller scoped it (the server prefixes the token id).
+    pub key: String,
+    /// A digest of the request; the same key with another request is a
+    /// conflict.
+    pub fingerprint: String,
+    /// Until when the key holds (a later request with it enqueues anew).
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What an idempotent insert did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotentInsert {
+    /// The tasks' ids: new ones, or those of the first request.
+    pub ids: Vec<TaskId>,
+    /// `true`: the key was known, nothing was inserted.
+    pub replayed: bool,
+}
+
+/// Delete rows that ended before `before`, at most `limit` of them.
+#[derive(Debug, Clone)]
+pub struct PurgeBeforeParams {
+    /// The cut-off (expired idempotency keys, events older than it).
+    pub before: DateTime<Utc>,
+    /// At most this many rows in this call.
+    pub limit: u32,
+}

@@ -5,6 +5,8 @@ use chrono::{DateTime, Utc};
 use offload_types::{Attempt, Task, TaskId};
 use std::sync::Arc;
 
+use crate::access::*;
+use crate::events::*;
 use crate::params::*;
 use crate::{Notifier, StoreResult};
 
@@ -114,4 +116,57 @@ pub trait Store: Send + Sync + 'static {
 
     /// Changes a task that has not started.
     async fn task_update(&self, params: &TaskUpdateParams) -> StoreResult<Task>;
+
+    /// Inserts tasks like [`task_insert_many`](Self::task_insert_many),
+    /// once per idempotency key: when `key.key` is held by a live key
+    /// (`expires_at` after `params.now`) with the same fingerprint, nothing
+    /// is inserted and the first insert's ids are returned (`replayed`);
+    /// with another fingerprint the call fails with `Conflict`. An expired
+    /// key is replaced. The key and the tasks commit together.
+    async fn task_insert_idempotent(
+        &self,
+        params: &TaskInsertParams,
+        key: &IdempotencyKey,
+    ) -> StoreResult<IdempotentInsert>;
+
+    /// Deletes idempotency keys that expired before `params.before`;
+    /// returns how many.
+    async fn idempotency_purge(&self, params: &PurgeBeforeParams) -> StoreResult<u64>;
+
+    // ------------------------------------------------------------ event
+
+    /// Reads the event log forward from a cursor (see [`EventListParams`]).
+    /// Events appear in commit order: an event is returned only once every
+    /// event before it in the log is visible, so following `cursor` never
+    /// skips one.
+    async fn event_list(&self, params: &EventListParams) -> StoreResult<EventPage>;
+
+    /// A cursor at the end of the log now: reading after it returns only
+    /// events written later. `None` when the log is empty.
+    async fn event_cursor_latest(&self) -> StoreResult<Option<String>>;
+
+    /// Deletes events written before `params.before`; returns how many.
+    async fn event_purge(&self, params: &PurgeBeforeParams) -> StoreResult<u64>;
+
+    // ------------------------------------------------------------ token
+
+    /// Stores a new API token; `Conflict` if its id exists.
+    async fn token_insert(&self, token: &TokenRecord) -> StoreResult<()>;
+
+    /// One token by id, or `None`.
+    async fn token_get(&self, id: &str) -> StoreResult<Option<TokenRecord>>;
+
+    /// Every token, oldest first.
+    async fn token_list(&self) -> StoreResult<Vec<TokenRecord>>;
+
+    /// Deletes a token; `false` if there was none with that id.
+    async fn token_delete(&self, id: &str) -> StoreResult<bool>;
+
+    // ------------------------------------------------------------ audit
+
+    /// Appends an operator action to the audit log; returns its `seq`.
+    async fn audit_insert(&self, record: &NewAuditRecord) -> StoreResult<i64>;
+
+    /// One page of the audit log, newest first.
+    async fn audit_list(&self, params: &AuditListParams) -> StoreResult<AuditPage>;
 }

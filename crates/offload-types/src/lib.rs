@@ -21,6 +21,7 @@ mod id;
 mod options;
 mod progress;
 mod retry;
+mod role;
 mod status;
 mod task;
 
@@ -31,6 +32,7 @@ pub use id::{IdParseError, LeaseToken, TaskId};
 pub use options::{NewTask, TaskOptions};
 pub use progress::Progress;
 pub use retry::RetryPolicy;
+pub use role::{Permission, Role, RoleParseError};
 pub use status::{Status, StatusParseError};
 pub use task::{Attempt, AttemptOutcome, Task};
 

@@ -148,6 +148,49 @@ impl Store for FlakyStore {
     async fn task_update(&self, p: &TaskUpdateParams) -> StoreResult<Task> {
         self.inner.task_update(p).await
     }
+    async fn task_insert_idempotent(
+        &self,
+        p: &TaskInsertParams,
+        key: &offload_store::IdempotencyKey,
+    ) -> StoreResult<offload_store::IdempotentInsert> {
+        self.inner.task_insert_idempotent(p, key).await
+    }
+    async fn idempotency_purge(&self, p: &offload_store::PurgeBeforeParams) -> StoreResult<u64> {
+        self.inner.idempotency_purge(p).await
+    }
+    async fn event_list(
+        &self,
+        p: &offload_store::EventListParams,
+    ) -> StoreResult<offload_store::EventPage> {
+        self.inner.event_list(p).await
+    }
+    async fn event_cursor_latest(&self) -> StoreResult<Option<String>> {
+        self.inner.event_cursor_latest().await
+    }
+    async fn event_purge(&self, p: &offload_store::PurgeBeforeParams) -> StoreResult<u64> {
+        self.inner.event_purge(p).await
+    }
+    async fn token_insert(&self, t: &offload_store::TokenRecord) -> StoreResult<()> {
+        self.inner.token_insert(t).await
+    }
+    async fn token_get(&self, id: &str) -> StoreResult<Option<offload_store::TokenRecord>> {
+        self.inner.token_get(id).await
+    }
+    async fn token_list(&self) -> StoreResult<Vec<offload_store::TokenRecord>> {
+        self.inner.token_list().await
+    }
+    async fn token_delete(&self, id: &str) -> StoreResult<bool> {
+        self.inner.token_delete(id).await
+    }
+    async fn audit_insert(&self, r: &offload_store::NewAuditRecord) -> StoreResult<i64> {
+        self.inner.audit_insert(r).await
+    }
+    async fn audit_list(
+        &self,
+        p: &offload_store::AuditListParams,
+    ) -> StoreResult<offload_store::AuditPage> {
+        self.inner.audit_list(p).await
+    }
 }
 
 struct Fixture {
