@@ -75,6 +75,10 @@ enum Command {
     Bench(commands::bench::BenchArgs),
     /// Work on a whole store: `store copy --from URL --to URL`.
     Store(commands::store::StoreArgs),
+    /// API tokens for `offload serve`: create, list, delete.
+    Tokens(commands::tokens::TokensArgs),
+    /// The log of operator actions (abort, retry, delete, purge, tokens), newest first.
+    Audit(commands::audit::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -126,6 +130,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Monitor(args) => commands::monitor::run(args, &globals).await,
         Command::Bench(args) => commands::bench::run(args, &globals).await,
         Command::Store(args) => commands::store::run(args, &globals).await,
+        Command::Tokens(args) => commands::tokens::run(args, &globals).await,
+        Command::Audit(args) => commands::audit::run(args, &globals).await,
     }
 }
 

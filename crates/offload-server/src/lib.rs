@@ -12,6 +12,9 @@
 //! | `POST /v1/tasks/{id}/retry` | run a failed or aborted task again |
 //! | `GET /v1/tasks/{id}/result?wait=30s` | the outcome, waiting for it up to `wait` |
 //! | `GET /v1/queues` | task counts by queue and status |
+//! | `GET /v1/events` | task events: Server-Sent Events (live, resumable) or JSON pages |
+//! | `GET/POST /v1/tokens`, `DELETE /v1/tokens/{id}` | API tokens (admin) |
+//! | `GET /v1/audit` | the audit log of operator actions (admin) |
 //! | `POST /v1/lease` | remote workers: lease ready tasks (long-poll) |
 //! | `POST /v1/tasks/{id}/heartbeat`, `/progress`, `/complete`, `/fail` | remote workers: with the lease token |
 //! | `GET /healthz`, `GET /readyz` | the process is up; the store answers |
@@ -21,6 +24,10 @@
 //! Errors are `{"error": {"code", "message", "field"?}}` with a 4xx or 5xx
 //! status (see [`ApiError`]).
 //!
+//! Once the store holds an API token, every route but `/healthz`, `/readyz`
+//! and the OpenAPI document needs `Authorization: Bearer <token>` (401
+//! without a valid one) with a role that allows it (403 otherwise).
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let client = offload::Client::connect("sqlite://offload.db").await?;
@@ -29,7 +36,10 @@
 //! # Ok(()) }
 //! ```
 
+mod access;
+mod auth;
 mod error;
+mod events;
 mod health;
 mod metrics;
 mod remote;
@@ -63,6 +73,13 @@ pub fn router(client: Client) -> Result<Router, prometheus::Error> {
 pub(crate) struct AppState {
     pub(crate) client: Client,
     pub(crate) metrics: Metrics,
+    pub(crate) auth: auth::Auth,
+}
+
+impl FromRef<AppState> for auth::Auth {
+    fn from_ref(state: &AppState) -> Self {
+        state.auth.clone()
+    }
 }
 
 impl FromRef<AppState> for Client {
@@ -88,6 +105,10 @@ pub fn router_with(client: Client, metrics: Metrics, body_limit: usize) -> Route
         .routes(routes!(tasks::retry))
         .routes(routes!(tasks::result))
         .routes(routes!(tasks::queues))
+        .routes(routes!(events::events))
+        .routes(routes!(access::list_tokens, access::create_token))
+        .routes(routes!(access::delete_token))
+        .routes(routes!(access::audit_log))
         .routes(routes!(remote::lease))
         .routes(routes!(remote::heartbeat))
         .routes(routes!(remote::progress))
@@ -97,7 +118,10 @@ pub fn router_with(client: Client, metrics: Metrics, body_limit: usize) -> Route
         .routes(routes!(health::readyz))
         .routes(routes!(metrics::metrics))
         .split_for_parts();
+    let mut api = api;
+    schema::add_security(&mut api);
     let document = Arc::new(api);
+    let auth = auth::Auth::new(client.clone());
     router
         .route(
             OPENAPI_PATH,
@@ -106,10 +130,18 @@ pub fn router_with(client: Client, metrics: Metrics, body_limit: usize) -> Route
                 async move { Json(document) }
             }),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            auth.clone(),
+            auth::middleware,
+        ))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(AppState { client, metrics })
+        .with_state(AppState {
+            client,
+            metrics,
+            auth,
+        })
 }
 
 /// Where the OpenAPI 3.1 document of the API is served.

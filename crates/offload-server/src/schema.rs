@@ -8,7 +8,8 @@
 //! check the shapes).
 #![allow(dead_code)]
 
-use offload_types::{Attempt, Status, Task, TaskErrorRecord, TaskId, TaskOptions};
+use chrono::{DateTime, Utc};
+use offload_types::{Attempt, Role, Status, Task, TaskErrorRecord, TaskId, TaskOptions};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::{OpenApi, ToSchema};
@@ -140,7 +141,86 @@ pub(crate) struct ErrorDetail {
     field: Option<String>,
 }
 
-/// The document's frame; the router adds every path.
+/// An API token as lists show it (never its secret).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct TokenInfo {
+    /// The public id.
+    id: String,
+    /// `admin`, `producer`, `worker` or `read`.
+    role: Role,
+    /// A note for people.
+    label: Option<String>,
+    /// When it was created.
+    created_at: DateTime<Utc>,
+}
+
+/// A token just created: `token` is shown only in this answer.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct CreatedToken {
+    #[serde(flatten)]
+    info: TokenInfo,
+    /// The whole token (`ofl_<id>_<secret>`), for `Authorization: Bearer`.
+    token: String,
+}
+
+/// One operator action.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AuditRecord {
+    /// Increasing number.
+    seq: i64,
+    /// When.
+    at: DateTime<Utc>,
+    /// Who: `token:<id>`, `anonymous` (open API) or `local` (the CLI on the store).
+    actor: String,
+    /// What: `task.abort`, `task.retry`, `task.delete`, `task.update`, `task.purge`, `token.create`, `token.delete`, …
+    action: String,
+    /// To what.
+    target: Option<String>,
+    /// Why.
+    reason: Option<String>,
+    /// More (an object).
+    details: Value,
+}
+
+/// A page of the audit log, newest first.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AuditPage {
+    records: Vec<AuditRecord>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    next_cursor: Option<i64>,
+}
+
+/// One event of `GET /v1/events` (also the `data` of each Server-Sent Event).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Event {
+    /// Its position: send it back as `after` (or `Last-Event-ID`) to resume.
+    cursor: String,
+    /// When it happened.
+    at: DateTime<Utc>,
+    /// `task.created`, `task.started`, `task.progress`, `task.succeeded`,
+    /// `task.failed`, `task.retrying` or `task.aborted`.
+    #[serde(rename = "type")]
+    kind: String,
+    task_id: TaskId,
+    name: String,
+    queue: String,
+    /// The attempt number at the time (0 before the first start).
+    attempt: u32,
+    /// Depends on the type: `status` (created), `worker_id` (started), the
+    /// progress (progress), `error` and `run_at` (retrying, failed, aborted).
+    data: Value,
+}
+
+/// Events in log order, with where to continue.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct EventPage {
+    events: Vec<Event>,
+    /// Pass as `after` to read on; `null` while the log is empty.
+    cursor: Option<String>,
+}
+
+/// The document's frame; the router adds every path, then [`Security`]
+/// adds the bearer scheme and the 401/403 answers.
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -150,3 +230,63 @@ pub(crate) struct ErrorDetail {
     components(schemas(ErrorBody))
 )]
 pub(crate) struct ApiDoc;
+
+/// Adds the bearer-token scheme, and to every route that needs a token
+/// its security requirement and the 401 and 403 answers.
+pub(crate) fn add_security(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::security::{
+        HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+    };
+    use utoipa::openapi::{RefOr, ResponseBuilder, content::ContentBuilder};
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some(
+                    "An API token (`offload tokens create --role ...`). Needed once the store holds any token.",
+                ))
+                .build(),
+        ),
+    );
+    let error = |description: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let ops = [
+            (axum::http::Method::GET, item.get.as_mut()),
+            (axum::http::Method::POST, item.post.as_mut()),
+            (axum::http::Method::PATCH, item.patch.as_mut()),
+            (axum::http::Method::DELETE, item.delete.as_mut()),
+            (axum::http::Method::PUT, item.put.as_mut()),
+        ];
+        for (method, op) in ops {
+            let Some(op) = op else { continue };
+            if crate::auth::permission(&method, path).is_none() {
+                continue;
+            }
+            op.security = Some(vec![SecurityRequirement::new(
+                "bearer",
+                Vec::<String>::new(),
+            )]);
+            op.responses.responses.insert(
+                "401".into(),
+                error("No valid token, while the store holds tokens"),
+            );
+            op.responses
+                .responses
+                .insert("403".into(), error("The token's role does not allow this"));
+        }
+    }
+}

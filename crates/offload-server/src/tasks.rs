@@ -6,17 +6,21 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::{Extension, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use offload::StoreError;
 use offload::{
-    Client, Error, NewTask, Status, TaskFilter, TaskId, TaskListParams, TaskOptions, TaskUpdate,
-    parse_duration,
+    AuditEntry, Client, Error, NewTask, Status, TaskFilter, TaskId, TaskListParams, TaskOptions,
+    TaskUpdate, parse_duration,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::auth::Caller;
 use crate::error::{JsonBody, QueryArgs};
 use crate::schema::{
     EnqueueAnswer, EnqueueBody, ErrorBody, Queues, TaskDetail, TaskPage, TaskResult,
@@ -31,37 +35,109 @@ const MAX_PAGE: u32 = 1000;
 /// Longest `wait` of `GET /v1/tasks/{id}/result`.
 const MAX_RESULT_WAIT: Duration = Duration::from_secs(300);
 
+/// The request header that makes an enqueue idempotent.
+pub(crate) const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// The answer header set when an idempotent enqueue was a repeat.
+pub(crate) const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+/// Longest `Idempotency-Key`.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
 /// `POST /v1/tasks`: one task (an object) → 201 `{"id"}`; many (an array,
-/// all or nothing) → 201 `{"ids"}`.
+/// all or nothing) → 201 `{"ids"}`. With an `Idempotency-Key` header, a
+/// repeat of the same request within 24 hours answers the first one's ids
+/// (with `Idempotent-Replayed: true`) and enqueues nothing.
 #[utoipa::path(post, path = "/v1/tasks", tag = "tasks", request_body = EnqueueBody,
-    responses((status = 201, description = "Enqueued", body = EnqueueAnswer), (status = 413, description = "Body over the limit", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody), (status = 422, description = "Invalid input (names the field)", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
+    params(("Idempotency-Key" = Option<String>, Header, description = "Up to 255 visible ASCII characters; a repeat within 24 hours returns the first request's tasks")),
+    responses((status = 201, description = "Enqueued (or replayed: header Idempotent-Replayed)", body = EnqueueAnswer), (status = 413, description = "Body over the limit", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody), (status = 422, description = "Invalid input (names the field), or an Idempotency-Key reused with another request", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn enqueue(
     State(client): State<Client>,
     State(metrics): State<Metrics>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<Value>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    match body {
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
+    let fingerprint = key
+        .as_ref()
+        .map(|_| serde_json::to_vec(&body).map(|b| hex(&Sha256::digest(&b))))
+        .transpose()
+        .map_err(Error::from)?;
+    let many = body.is_array();
+    let tasks = match body {
         Value::Array(items) => {
             if items.is_empty() {
                 return Err(ApiError::invalid("tasks", "the array holds no task"));
             }
-            let tasks = items
+            items
                 .into_iter()
                 .enumerate()
                 .map(|(i, item)| new_task(item, &format!("[{i}].")))
-                .collect::<Result<Vec<_>, _>>()?;
+                .collect::<Result<Vec<_>, _>>()?
+        }
+        item => vec![new_task(item, "")?],
+    };
+    let (ids, replayed) = match (key, fingerprint) {
+        (Some(key), Some(fingerprint)) => {
+            // keys are per caller: two tokens may use the same key
+            let scoped = format!("{}:{key}", caller.actor());
+            let (handles, replayed) = client
+                .trigger_many_idempotent(tasks, &scoped, &fingerprint)
+                .await
+                .map_err(|e| match e {
+                    Error::Store(StoreError::Conflict(_)) => ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "idempotency_key_reused",
+                        format!(
+                            "Idempotency-Key {key:?} was used in the last 24 hours with a \
+                             different request; use a new key for a new request"
+                        ),
+                    ),
+                    other => other.into(),
+                })?;
+            (handles.iter().map(|h| h.id()).collect::<Vec<_>>(), replayed)
+        }
+        _ => {
             let handles = client.trigger_many(tasks).await?;
-            metrics.enqueued(handles.len());
-            let ids: Vec<String> = handles.iter().map(|h| h.id().to_string()).collect();
-            Ok((StatusCode::CREATED, Json(json!({ "ids": ids }))))
+            (handles.iter().map(|h| h.id()).collect(), false)
         }
-        item => {
-            let task = new_task(item, "")?;
-            let handle = client.trigger(&task.name, task.input, task.options).await?;
-            metrics.enqueued(1);
-            Ok((StatusCode::CREATED, Json(json!({ "id": handle.id() }))))
-        }
+    };
+    if !replayed {
+        metrics.enqueued(ids.len());
     }
+    let answer = match (many, ids.as_slice()) {
+        (false, [id]) => json!({ "id": id }),
+        _ => json!({ "ids": ids }),
+    };
+    let mut response = (StatusCode::CREATED, Json(answer)).into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+/// The `Idempotency-Key` header, checked.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
+        .filter(|k| k.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "Idempotency-Key",
+                format!("must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+            )
+        })?;
+    Ok(Some(key.to_owned()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Reads one task of an enqueue body: `name` (or `type`), `input` (or
@@ -232,11 +308,13 @@ pub(crate) struct UpdateBody {
 }
 
 /// `PATCH /v1/tasks/{id}` → the changed task (409 once it has started).
-#[utoipa::path(patch, path = "/v1/tasks/{id}", tag = "tasks", params(("id" = String, Path, description = "The task id")), request_body = UpdateBody,
+#[utoipa::path(patch, path = "/v1/tasks/{id}", tag = "tasks", params(("id" = String, Path, description = "The task id"), ReasonQuery), request_body = UpdateBody,
     responses((status = 200, description = "The changed task", body = Task), (status = 404, description = "No such task", body = ErrorBody), (status = 409, description = "The task's status does not allow it", body = ErrorBody), (status = 413, description = "Body over the limit", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody), (status = 422, description = "Invalid input (names the field)", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn update(
     State(client): State<Client>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
+    QueryArgs(query): QueryArgs<ReasonQuery>,
     JsonBody(body): JsonBody<UpdateBody>,
 ) -> Result<Json<Value>, ApiError> {
     let id = task_id(&id)?;
@@ -250,6 +328,12 @@ pub(crate) async fn update(
             "nothing to change: give priority, run_at, input or max_attempts",
         ));
     }
+    let details = json!({
+        "priority": body.priority,
+        "run_at": body.run_at,
+        "input_changed": body.input.is_some(),
+        "max_attempts": body.max_attempts,
+    });
     let task = client
         .update(
             id,
@@ -261,18 +345,54 @@ pub(crate) async fn update(
             },
         )
         .await?;
+    audit(
+        &client,
+        AuditEntry::new(caller.actor(), "task.update")
+            .target(id.to_string())
+            .reason(query.reason)
+            .details(details),
+    )
+    .await;
     Ok(Json(serde_json::to_value(task).map_err(Error::from)?))
 }
 
 /// `DELETE /v1/tasks/{id}` → 204 (409 while it runs).
-#[utoipa::path(delete, path = "/v1/tasks/{id}", tag = "tasks", params(("id" = String, Path, description = "The task id")),
+#[utoipa::path(delete, path = "/v1/tasks/{id}", tag = "tasks", params(("id" = String, Path, description = "The task id"), ReasonQuery),
     responses((status = 204, description = "Deleted with its history"), (status = 404, description = "No such task", body = ErrorBody), (status = 409, description = "The task's status does not allow it", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn delete(
     State(client): State<Client>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
+    QueryArgs(query): QueryArgs<ReasonQuery>,
 ) -> Result<StatusCode, ApiError> {
-    client.delete(task_id(&id)?).await?;
+    let id = task_id(&id)?;
+    client.delete(id).await?;
+    audit(
+        &client,
+        AuditEntry::new(caller.actor(), "task.delete")
+            .target(id.to_string())
+            .reason(query.reason),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The query of operator actions: why (kept in the audit log).
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReasonQuery {
+    /// Why, for the audit log.
+    reason: Option<String>,
+}
+
+/// Records an operator action; a failure is logged, not answered (the
+/// action itself happened).
+pub(crate) async fn audit(client: &Client, entry: AuditEntry) {
+    let action = entry.action.clone();
+    if let Err(e) = client.audit(entry).await {
+        tracing::error!(error = %e, action, "could not write the audit log");
+    }
 }
 
 /// The optional body of `POST /v1/tasks/{id}/abort`.
@@ -288,6 +408,7 @@ pub(crate) struct AbortBody {
     responses((status = 200, description = "The task (aborted, or running with an abort request)", body = Task), (status = 404, description = "No such task", body = ErrorBody), (status = 409, description = "The task's status does not allow it", body = ErrorBody), (status = 422, description = "Invalid input (names the field)", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn abort(
     State(client): State<Client>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
@@ -297,18 +418,35 @@ pub(crate) async fn abort(
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::invalid("reason", e.to_string()))?
     };
-    let task = client.abort(id, body.reason).await?;
+    let task = client.abort(id, body.reason.clone()).await?;
+    audit(
+        &client,
+        AuditEntry::new(caller.actor(), "task.abort")
+            .target(id.to_string())
+            .reason(body.reason),
+    )
+    .await;
     Ok(Json(serde_json::to_value(task).map_err(Error::from)?))
 }
 
 /// `POST /v1/tasks/{id}/retry` → the task, waiting again.
-#[utoipa::path(post, path = "/v1/tasks/{id}/retry", tag = "tasks", params(("id" = String, Path, description = "The task id")),
+#[utoipa::path(post, path = "/v1/tasks/{id}/retry", tag = "tasks", params(("id" = String, Path, description = "The task id"), ReasonQuery),
     responses((status = 200, description = "The task, waiting again", body = Task), (status = 404, description = "No such task", body = ErrorBody), (status = 409, description = "The task's status does not allow it", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn retry(
     State(client): State<Client>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
+    QueryArgs(query): QueryArgs<ReasonQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let task = client.retry(task_id(&id)?).await?;
+    let id = task_id(&id)?;
+    let task = client.retry(id).await?;
+    audit(
+        &client,
+        AuditEntry::new(caller.actor(), "task.retry")
+            .target(id.to_string())
+            .reason(query.reason),
+    )
+    .await;
     Ok(Json(serde_json::to_value(task).map_err(Error::from)?))
 }
 

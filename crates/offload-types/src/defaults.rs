@@ -22,3 +22,10 @@ pub const MAX_ATTEMPTS_LIMIT: u32 = 1000;
 /// Longest duration accepted anywhere (delays, timeouts, back-off, waits):
 /// 100 years. Longer values are refused, so time arithmetic never overflows.
 pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86400);
+
+/// How long the event log keeps an event (24 hours): a `GET /v1/events`
+/// reader or the webhook dispatcher that falls further behind misses events.
+pub const DEFAULT_EVENT_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// How long an `Idempotency-Key` holds (24 hours).
+pub const IDEMPOTENCY_KEY_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);

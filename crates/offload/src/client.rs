@@ -126,6 +126,51 @@ impl Client {
         Ok(ids.into_iter().map(|id| self.handle(id)).collect())
     }
 
+    /// Enqueues tasks like [`trigger_many`](Self::trigger_many), once per
+    /// `key` for [`IDEMPOTENCY_KEY_LIFETIME`](offload_types::IDEMPOTENCY_KEY_LIFETIME):
+    /// a repeat with the same key and `fingerprint` (a digest of the
+    /// request) returns the first call's tasks and `true`; the same key
+    /// with another fingerprint is refused as a conflict.
+    pub async fn trigger_many_idempotent(
+        &self,
+        tasks: Vec<NewTask>,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<(Vec<TaskHandle>, bool)> {
+        for task in &tasks {
+            task.validate()?;
+        }
+        let now = self.now();
+        let lifetime = chrono::Duration::from_std(offload_types::IDEMPOTENCY_KEY_LIFETIME)
+            .unwrap_or(chrono::Duration::MAX);
+        let done = self
+            .store
+            .task_insert_idempotent(
+                &TaskInsertParams { tasks, now },
+                &offload_store::IdempotencyKey {
+                    key: key.to_owned(),
+                    fingerprint: fingerprint.to_owned(),
+                    expires_at: now.checked_add_signed(lifetime).unwrap_or(now),
+                },
+            )
+            .await?;
+        let handles = done.ids.into_iter().map(|id| self.handle(id)).collect();
+        Ok((handles, done.replayed))
+    }
+
+    /// Reads the event log forward (see [`EventListParams`](offload_store::EventListParams)).
+    pub async fn events(
+        &self,
+        params: &offload_store::EventListParams,
+    ) -> Result<offload_store::EventPage> {
+        Ok(self.store.event_list(params).await?)
+    }
+
+    /// A cursor at the end of the event log now (`None`: the log is empty).
+    pub async fn event_cursor_latest(&self) -> Result<Option<String>> {
+        Ok(self.store.event_cursor_latest().await?)
+    }
+
     /// Enqueues tasks inside the application's own PostgreSQL transaction:
     /// they exist if and only if `tx` commits, and workers wake when it
     /// does. Pass the transaction as `&mut *tx` (any `PgConnection` works;

@@ -44,6 +44,7 @@
 //! # Ok(()) }
 //! ```
 
+mod access;
 mod client;
 mod context;
 mod controller;
@@ -56,6 +57,9 @@ mod runner;
 mod typed;
 mod worker;
 
+pub use access::{
+    AuditEntry, CreatedToken, MAX_TOKEN_LABEL, TOKEN_PREFIX, TokenInfo, token_id, verify,
+};
 pub use async_trait::async_trait;
 pub use client::{Client, TaskUpdate};
 pub use context::Context;
@@ -80,7 +84,8 @@ pub use worker::{
 };
 
 pub use offload_store::{
-    Clock, ManualClock, Notification, Store, StoreError, SystemClock, TaskCount, TaskFilter,
-    TaskListParams, TaskPage,
+    AuditListParams, AuditPage, AuditRecord, Clock, EventFilter, EventKind, EventListParams,
+    EventPage, MAX_EVENT_PAGE, ManualClock, Notification, Store, StoreError, SystemClock,
+    TaskCount, TaskEvent, TaskFilter, TaskListParams, TaskPage,
 };
 pub use offload_types::*;

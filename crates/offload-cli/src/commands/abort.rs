@@ -1,9 +1,9 @@
 //! `offload abort ID [--reason TEXT]`: stop a task. A waiting task is
 //! aborted at once; a running one is asked to stop and its worker finishes it.
 
-use offload::Status;
+use offload::{AuditEntry, Status};
 
-use crate::commands::parse_id;
+use crate::commands::{LOCAL_ACTOR, audit, parse_id};
 use crate::globals::Globals;
 use crate::output;
 
@@ -12,7 +12,7 @@ use crate::output;
 pub(crate) struct AbortArgs {
     /// The task id.
     id: String,
-    /// Why (recorded as the task's error message).
+    /// Why (recorded as the task's error message and in the audit log).
     #[arg(long)]
     reason: Option<String>,
 }
@@ -21,7 +21,14 @@ pub(crate) struct AbortArgs {
 pub(crate) async fn run(args: AbortArgs, globals: &Globals) -> anyhow::Result<()> {
     let id = parse_id(&args.id)?;
     let client = globals.client().await?;
-    let task = client.abort(id, args.reason).await?;
+    let task = client.abort(id, args.reason.clone()).await?;
+    audit(
+        &client,
+        AuditEntry::new(LOCAL_ACTOR, "task.abort")
+            .target(id.to_string())
+            .reason(args.reason),
+    )
+    .await;
     if globals.json {
         return output::print_json(&task);
     }

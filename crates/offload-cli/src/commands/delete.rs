@@ -1,6 +1,8 @@
 //! `offload delete ID`: delete a task that is not running, with its history.
 
-use crate::commands::parse_id;
+use offload::AuditEntry;
+
+use crate::commands::{LOCAL_ACTOR, audit, parse_id};
 use crate::globals::Globals;
 use crate::output;
 
@@ -9,6 +11,9 @@ use crate::output;
 pub(crate) struct DeleteArgs {
     /// The task id.
     id: String,
+    /// Why (kept in the audit log).
+    #[arg(long)]
+    reason: Option<String>,
 }
 
 /// Runs `offload delete`.
@@ -16,6 +21,13 @@ pub(crate) async fn run(args: DeleteArgs, globals: &Globals) -> anyhow::Result<(
     let id = parse_id(&args.id)?;
     let client = globals.client().await?;
     client.delete(id).await?;
+    audit(
+        &client,
+        AuditEntry::new(LOCAL_ACTOR, "task.delete")
+            .target(id.to_string())
+            .reason(args.reason),
+    )
+    .await;
     if globals.json {
         return output::print_json(&serde_json::json!({ "deleted": id }));
     }

@@ -3,6 +3,7 @@
 //! share.
 
 pub(crate) mod abort;
+pub(crate) mod audit;
 pub(crate) mod bench;
 pub(crate) mod delete;
 pub(crate) mod enqueue;
@@ -14,6 +15,7 @@ pub(crate) mod result;
 pub(crate) mod retry;
 pub(crate) mod serve;
 pub(crate) mod store;
+pub(crate) mod tokens;
 pub(crate) mod watch;
 pub(crate) mod worker;
 
@@ -65,4 +67,19 @@ pub(crate) fn status_phrase(task: &offload::Task) -> String {
     }
     s.push(')');
     s
+}
+
+/// Who the audit log names for actions taken by the CLI on the store itself.
+pub(crate) const LOCAL_ACTOR: &str = "local";
+
+/// Records an operator action of the CLI. The action already happened, so
+/// a failure to record it is reported as a warning, not as the command's
+/// failure.
+pub(crate) async fn audit(client: &offload::Client, entry: offload::AuditEntry) {
+    let action = entry.action.clone();
+    if let Err(e) = client.audit(entry).await {
+        crate::output::note(&format!(
+            "warning: {action} was done but not written to the audit log: {e}"
+        ));
+    }
 }

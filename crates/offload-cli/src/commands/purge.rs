@@ -7,8 +7,10 @@
 
 use std::time::Duration;
 
+use offload::AuditEntry;
 use offload::{Status, TaskFilter};
 
+use crate::commands::{LOCAL_ACTOR, audit};
 use crate::commands::{duration_arg, status_arg};
 use crate::failure::Failure;
 use crate::globals::Globals;
@@ -35,6 +37,9 @@ pub(crate) struct PurgeArgs {
     /// Purge every finished task (required when no filter is given).
     #[arg(long, conflicts_with_all = ["statuses", "names", "queues", "tag", "older_than"])]
     all: bool,
+    /// Why (kept in the audit log).
+    #[arg(long)]
+    reason: Option<String>,
 }
 
 /// Runs `offload purge`.
@@ -75,8 +80,24 @@ pub(crate) async fn run(args: PurgeArgs, globals: &Globals) -> anyhow::Result<()
         tag: args.tag,
         ..TaskFilter::default()
     };
+    let details = serde_json::json!({
+        "statuses": filter.statuses,
+        "names": filter.names,
+        "queues": filter.queues,
+        "tag": filter.tag,
+        "finished_before": finished_before,
+    });
     let client = globals.client().await?;
     let purged = client.purge(filter, finished_before).await?;
+    let mut details = details;
+    details["purged"] = purged.into();
+    audit(
+        &client,
+        AuditEntry::new(LOCAL_ACTOR, "task.purge")
+            .reason(args.reason)
+            .details(details),
+    )
+    .await;
     if globals.json {
         return output::print_json(&serde_json::json!({ "purged": purged }));
     }

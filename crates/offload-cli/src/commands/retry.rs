@@ -1,6 +1,8 @@
 //! `offload retry ID`: run a failed or aborted task again, history kept.
 
-use crate::commands::parse_id;
+use offload::AuditEntry;
+
+use crate::commands::{LOCAL_ACTOR, audit, parse_id};
 use crate::globals::Globals;
 use crate::output;
 
@@ -9,6 +11,9 @@ use crate::output;
 pub(crate) struct RetryArgs {
     /// The task id.
     id: String,
+    /// Why (kept in the audit log).
+    #[arg(long)]
+    reason: Option<String>,
 }
 
 /// Runs `offload retry`.
@@ -16,6 +21,13 @@ pub(crate) async fn run(args: RetryArgs, globals: &Globals) -> anyhow::Result<()
     let id = parse_id(&args.id)?;
     let client = globals.client().await?;
     let task = client.retry(id).await?;
+    audit(
+        &client,
+        AuditEntry::new(LOCAL_ACTOR, "task.retry")
+            .target(id.to_string())
+            .reason(args.reason),
+    )
+    .await;
     if globals.json {
         return output::print_json(&task);
     }

@@ -3,9 +3,9 @@
 //! `--no-worker`. Maintenance (rescuing expired leases, also those of remote
 //! workers, and retention) runs in any case, on the elected leader.
 //!
-//! Listens on `--listen`, else `[server] listen`, else `127.0.0.1:8750`. A
-//! non-loopback address is refused unless `--insecure`: the API has no
-//! access control yet. SIGINT/SIGTERM stop accepting requests, let those in
+//! Listens on `--listen`, else `[server] listen`, else `127.0.0.1:8750`.
+//! While the store holds no API token the API is open, so a non-loopback
+//! address is then refused unless `--insecure`. SIGINT/SIGTERM stop accepting requests, let those in
 //! flight finish, then shut the worker down gracefully (as `offload worker`
 //! does); a second signal forces the exit.
 
@@ -33,8 +33,8 @@ pub(crate) struct ServeArgs {
     /// are rescued, on the elected leader).
     #[arg(long)]
     no_worker: bool,
-    /// Listen on a non-loopback address although the API has no access
-    /// control yet (anyone who reaches the port can enqueue and delete).
+    /// Listen on a non-loopback address although the store holds no API
+    /// token (anyone who reaches the port can enqueue and delete).
     #[arg(long)]
     insecure: bool,
     /// Largest request body in bytes; larger ones get 413.
@@ -58,16 +58,24 @@ pub(crate) async fn run(args: ServeArgs, globals: &Globals) -> anyhow::Result<()
             .parse()
             .map_err(|e| Failure::usage(format!("[server] listen: {e}")))?,
     };
-    if !listen.ip().is_loopback() && !args.insecure {
-        return Err(Failure::usage(format!(
-            "refusing to listen on {listen}: the API has no access control yet, so only \
-             loopback addresses are served; pass --insecure to serve {listen} anyway"
-        )));
-    }
     if args.body_limit == 0 {
         return Err(Failure::usage("--body-limit must be at least 1 byte"));
     }
     let client = globals.client().await?;
+    let tokens = client.tokens().await?.len();
+    if tokens == 0 && !listen.ip().is_loopback() && !args.insecure {
+        return Err(Failure::usage(format!(
+            "refusing to listen on {listen}: the store holds no API token, so anyone who \
+             reaches the port could enqueue and delete tasks; create one with \
+             `offload tokens create --role admin`, or pass --insecure to serve {listen} \
+             without access control"
+        )));
+    }
+    let access = if tokens == 0 {
+        "open: no API token".to_owned()
+    } else {
+        format!("API tokens required ({tokens})")
+    };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -107,7 +115,7 @@ pub(crate) async fn run(args: ServeArgs, globals: &Globals) -> anyhow::Result<()
     let shutdown = worker::shutdown_signal("offload serve", groups)?;
 
     output::note(&format!(
-        "offload serve: listening on http://{local} (database {}); {worker_line}",
+        "offload serve: listening on http://{local} (database {}; access {access}); {worker_line}",
         globals.database_url
     ));
     let app = offload_server::router_with(client, metrics, args.body_limit);

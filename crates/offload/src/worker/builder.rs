@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use offload_store::{Clock, Store, SystemClock};
-use offload_types::{DEFAULT_LEASE, DEFAULT_QUEUE, DEFAULT_RETENTION, MAX_DURATION};
+use offload_types::{
+    DEFAULT_EVENT_RETENTION, DEFAULT_LEASE, DEFAULT_QUEUE, DEFAULT_RETENTION, MAX_DURATION,
+};
 
 use super::Worker;
 use super::shared::{RegisteredRunner, Shared, WorkerConfig};
@@ -61,6 +63,7 @@ pub struct WorkerBuilder {
     maintenance_interval: Duration,
     leader_ttl: Option<Duration>,
     retention: Duration,
+    event_retention: Duration,
     claim_batch: usize,
 }
 
@@ -84,6 +87,7 @@ impl WorkerBuilder {
             maintenance_interval: DEFAULT_MAINTENANCE_INTERVAL,
             leader_ttl: None,
             retention: DEFAULT_RETENTION,
+            event_retention: DEFAULT_EVENT_RETENTION,
             claim_batch: DEFAULT_CLAIM_BATCH,
         }
     }
@@ -199,6 +203,13 @@ impl WorkerBuilder {
         self
     }
 
+    /// Events older than this leave the event log (default 24 hours). Readers
+    /// of `GET /v1/events` and the webhook dispatcher must keep up within it.
+    pub fn event_retention(mut self, retention: Duration) -> Self {
+        self.event_retention = retention;
+        self
+    }
+
     /// Most tasks taken in one claim.
     pub fn claim_batch(mut self, n: usize) -> Self {
         self.claim_batch = n;
@@ -270,6 +281,7 @@ impl WorkerBuilder {
             ("maintenance_interval", self.maintenance_interval),
             ("leader_ttl", self.leader_ttl.unwrap_or_default()),
             ("retention", self.retention),
+            ("event_retention", self.event_retention),
         ] {
             if d > MAX_DURATION {
                 return Err(Error::Config(format!(
@@ -312,6 +324,7 @@ impl WorkerBuilder {
             maintenance_interval: self.maintenance_interval,
             leader_ttl,
             retention: self.retention,
+            event_retention: self.event_retention,
             claim_batch: self.claim_batch,
         };
         Ok(Worker {

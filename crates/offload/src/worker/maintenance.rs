@@ -1,5 +1,6 @@
 //! Maintenance, run only by the elected leader: rescue of expired leases
-//! (every maintenance interval) and retention pruning of terminal tasks.
+//! (every maintenance interval) and retention: pruning terminal tasks,
+//! old events and expired idempotency keys.
 //! Every worker takes part in the election each interval; a failed
 //! election call is logged and tried again with back-off (never longer
 //! than the interval), so a database restart costs at most a few rounds.
@@ -8,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use offload_store::{
-    LeaderElectParams, LeaderResignParams, TaskFilter, TaskPurgeParams, TaskRescueParams,
+    LeaderElectParams, LeaderResignParams, PurgeBeforeParams, StoreResult, TaskFilter,
+    TaskPurgeParams, TaskRescueParams,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -118,32 +120,60 @@ async fn rescue(shared: &Shared) {
 }
 
 async fn prune(shared: &Shared) {
-    let Some(cutoff) = chrono::Duration::from_std(shared.config.retention)
-        .ok()
-        .and_then(|r| shared.clock.now().checked_sub_signed(r))
-    else {
-        return;
+    let now = shared.clock.now();
+    let before = |retention: Duration| {
+        chrono::Duration::from_std(retention)
+            .ok()
+            .and_then(|r| now.checked_sub_signed(r))
     };
+    if let Some(cutoff) = before(shared.config.retention) {
+        let params = TaskPurgeParams {
+            filter: TaskFilter::default(),
+            finished_before: Some(cutoff),
+            limit: Some(u64::from(BATCH)),
+        };
+        prune_rounds("finished tasks past retention", || {
+            shared.store.task_purge(&params)
+        })
+        .await;
+    }
+    if let Some(cutoff) = before(shared.config.event_retention) {
+        let params = PurgeBeforeParams {
+            before: cutoff,
+            limit: BATCH,
+        };
+        prune_rounds("events past retention", || {
+            shared.store.event_purge(&params)
+        })
+        .await;
+    }
+    let params = PurgeBeforeParams {
+        before: now,
+        limit: BATCH,
+    };
+    prune_rounds("expired idempotency keys", || {
+        shared.store.idempotency_purge(&params)
+    })
+    .await;
+}
+
+/// Calls `purge` until it deletes less than a batch (bounded rounds).
+async fn prune_rounds<'a, F>(what: &str, purge: F)
+where
+    F: Fn() -> futures::future::BoxFuture<'a, StoreResult<u64>>,
+{
     for _ in 0..MAX_ROUNDS {
-        match shared
-            .store
-            .task_purge(&TaskPurgeParams {
-                filter: TaskFilter::default(),
-                finished_before: Some(cutoff),
-                limit: Some(u64::from(BATCH)),
-            })
-            .await
-        {
+        match purge().await {
             Ok(n) => {
                 if n > 0 {
-                    tracing::info!(pruned = n, "pruned finished tasks past retention");
+                    tracing::info!(pruned = n, "pruned {what}");
                 }
                 if n < u64::from(BATCH) {
                     return;
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "pruning failed");
+                tracing::warn!(error = %e, "pruning {what} failed");
                 return;
             }
         }

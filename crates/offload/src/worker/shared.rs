@@ -26,6 +26,7 @@ pub(crate) struct WorkerConfig {
     pub(crate) maintenance_interval: Duration,
     pub(crate) leader_ttl: Duration,
     pub(crate) retention: Duration,
+    pub(crate) event_retention: Duration,
     pub(crate) claim_batch: usize,
 }
 
