@@ -8,6 +8,9 @@ use anyhow::Context as _;
 use offload::Client;
 
 use crate::config::Config;
+use crate::failure::Failure;
+use crate::server::ServerClient;
+use crate::tasks::Tasks;
 
 /// The configuration file read when `--config` is not given.
 pub(crate) const DEFAULT_CONFIG_PATH: &str = "offload.toml";
@@ -25,6 +28,18 @@ pub(crate) struct GlobalArgs {
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// Act through a running `offload serve` at this URL instead of opening the database (task commands)
+    #[arg(long, env = "OFFLOAD_SERVER", global = true, value_name = "URL")]
+    server: Option<String>,
+    /// The API token to present to --server (see `offload tokens create`)
+    #[arg(
+        long,
+        env = "OFFLOAD_TOKEN",
+        global = true,
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
 }
 
 /// The resolved global settings.
@@ -36,6 +51,10 @@ pub(crate) struct Globals {
     pub(crate) config: Config,
     /// Print JSON.
     pub(crate) json: bool,
+    /// `--server`, if given.
+    pub(crate) server: Option<String>,
+    /// `--token`, if given.
+    token: Option<String>,
 }
 
 impl Globals {
@@ -55,7 +74,36 @@ impl Globals {
             database_url,
             config,
             json: args.json,
+            server: args.server.filter(|s| !s.trim().is_empty()),
+            token: args.token.filter(|t| !t.is_empty()),
         })
+    }
+
+    /// Where task commands act: the server of `--server`, else the store.
+    pub(crate) async fn tasks(&self) -> anyhow::Result<Tasks> {
+        match &self.server {
+            Some(url) => Ok(Tasks::Server(ServerClient::new(url, self.token.clone())?)),
+            None => {
+                if self.token.is_some() {
+                    return Err(Failure::usage(
+                        "--token (OFFLOAD_TOKEN) is for --server (OFFLOAD_SERVER); \
+                         without a server the database is opened directly",
+                    ));
+                }
+                Ok(Tasks::Store(self.client().await?))
+            }
+        }
+    }
+
+    /// Refuses `--server` for a command that works on the store itself.
+    pub(crate) fn local_only(&self, command: &str) -> anyhow::Result<()> {
+        match &self.server {
+            Some(url) => Err(Failure::usage(format!(
+                "`offload {command}` works on the database itself and does not take \
+                 --server ({url}); run it where the database is reachable, or unset OFFLOAD_SERVER"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Opens the database.

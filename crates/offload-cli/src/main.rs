@@ -12,7 +12,9 @@ mod failure;
 mod globals;
 mod http_runner;
 mod output;
+mod server;
 mod suggest;
+mod tasks;
 
 use std::process::ExitCode;
 

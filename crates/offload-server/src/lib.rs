@@ -11,6 +11,7 @@
 //! | `POST /v1/tasks/{id}/abort` | abort (a running task is asked to stop) |
 //! | `POST /v1/tasks/{id}/retry` | run a failed or aborted task again |
 //! | `GET /v1/tasks/{id}/result?wait=30s` | the outcome, waiting for it up to `wait` |
+//! | `POST /v1/purge` | delete finished tasks by status, name, queue, tag, age |
 //! | `GET /v1/queues` | task counts by queue and status |
 //! | `GET /v1/events` | task events: Server-Sent Events (live, resumable) or JSON pages |
 //! | `GET/POST /v1/tokens`, `DELETE /v1/tokens/{id}` | API tokens (admin) |
@@ -105,6 +106,7 @@ pub fn router_with(client: Client, metrics: Metrics, body_limit: usize) -> Route
         .routes(routes!(tasks::retry))
         .routes(routes!(tasks::result))
         .routes(routes!(tasks::queues))
+        .routes(routes!(tasks::purge))
         .routes(routes!(events::events))
         .routes(routes!(access::list_tokens, access::create_token))
         .routes(routes!(access::delete_token))

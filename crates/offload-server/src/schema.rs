@@ -141,6 +141,13 @@ pub(crate) struct ErrorDetail {
     field: Option<String>,
 }
 
+/// The answer of `POST /v1/purge`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Purged {
+    /// Tasks deleted.
+    purged: u64,
+}
+
 /// An API token as lists show it (never its secret).
 #[derive(Serialize, ToSchema)]
 pub(crate) struct TokenInfo {

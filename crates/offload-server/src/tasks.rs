@@ -23,7 +23,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::Caller;
 use crate::error::{JsonBody, QueryArgs};
 use crate::schema::{
-    EnqueueAnswer, EnqueueBody, ErrorBody, Queues, TaskDetail, TaskPage, TaskResult,
+    EnqueueAnswer, EnqueueBody, ErrorBody, Purged, Queues, TaskDetail, TaskPage, TaskResult,
 };
 use crate::{ApiError, Metrics};
 use offload::Task;
@@ -448,6 +448,91 @@ pub(crate) async fn retry(
     )
     .await;
     Ok(Json(serde_json::to_value(task).map_err(Error::from)?))
+}
+
+/// The body of `POST /v1/purge`. Lists match any of their values; empty
+/// or absent lists match anything.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PurgeBody {
+    /// Terminal statuses only: `success`, `failed`, `aborted` (default: all three).
+    #[serde(default)]
+    status: Vec<Status>,
+    /// Task names.
+    #[serde(default)]
+    name: Vec<String>,
+    /// Queues.
+    #[serde(default)]
+    queue: Vec<String>,
+    /// Carrying this tag.
+    tag: Option<String>,
+    /// Only tasks that finished before this time (RFC 3339).
+    finished_before: Option<DateTime<Utc>>,
+    /// Purge every finished task; required when no filter is given.
+    #[serde(default)]
+    all: bool,
+    /// Why, for the audit log.
+    reason: Option<String>,
+}
+
+/// `POST /v1/purge` → `{"purged": n}`: deletes finished tasks matching the
+/// filter (in bounded batches).
+#[utoipa::path(post, path = "/v1/purge", tag = "tasks", request_body = PurgeBody,
+    responses((status = 200, description = "How many were deleted", body = Purged), (status = 422, description = "Invalid input (names the field)", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 413, description = "Body over the limit", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
+pub(crate) async fn purge(
+    State(client): State<Client>,
+    Extension(caller): Extension<Caller>,
+    JsonBody(body): JsonBody<PurgeBody>,
+) -> Result<Json<Value>, ApiError> {
+    if let Some(s) = body.status.iter().find(|s| !s.is_terminal()) {
+        return Err(ApiError::invalid(
+            "status",
+            format!(
+                "purge deletes finished tasks only (success, failed, aborted); {s} is not finished"
+            ),
+        ));
+    }
+    let unfiltered = body.status.is_empty()
+        && body.name.is_empty()
+        && body.queue.is_empty()
+        && body.tag.is_none()
+        && body.finished_before.is_none();
+    if unfiltered && !body.all {
+        return Err(ApiError::invalid(
+            "body",
+            "purge needs a filter (status, name, queue, tag, finished_before) or \"all\": true",
+        ));
+    }
+    if !unfiltered && body.all {
+        return Err(ApiError::invalid(
+            "all",
+            "\"all\" cannot be combined with a filter",
+        ));
+    }
+    let filter = TaskFilter {
+        statuses: body.status,
+        names: body.name,
+        queues: body.queue,
+        tag: body.tag,
+        ..TaskFilter::default()
+    };
+    let mut details = json!({
+        "statuses": filter.statuses,
+        "names": filter.names,
+        "queues": filter.queues,
+        "tag": filter.tag,
+        "finished_before": body.finished_before,
+    });
+    let purged = client.purge(filter, body.finished_before).await?;
+    details["purged"] = purged.into();
+    audit(
+        &client,
+        AuditEntry::new(caller.actor(), "task.purge")
+            .reason(body.reason)
+            .details(details),
+    )
+    .await;
+    Ok(Json(json!({ "purged": purged })))
 }
 
 /// The query of the result route.

@@ -1,9 +1,9 @@
 //! `offload abort ID [--reason TEXT]`: stop a task. A waiting task is
 //! aborted at once; a running one is asked to stop and its worker finishes it.
 
-use offload::{AuditEntry, Status};
+use offload::Status;
 
-use crate::commands::{LOCAL_ACTOR, audit, parse_id};
+use crate::commands::parse_id;
 use crate::globals::Globals;
 use crate::output;
 
@@ -20,15 +20,7 @@ pub(crate) struct AbortArgs {
 /// Runs `offload abort`.
 pub(crate) async fn run(args: AbortArgs, globals: &Globals) -> anyhow::Result<()> {
     let id = parse_id(&args.id)?;
-    let client = globals.client().await?;
-    let task = client.abort(id, args.reason.clone()).await?;
-    audit(
-        &client,
-        AuditEntry::new(LOCAL_ACTOR, "task.abort")
-            .target(id.to_string())
-            .reason(args.reason),
-    )
-    .await;
+    let task = globals.tasks().await?.abort(id, args.reason).await?;
     if globals.json {
         return output::print_json(&task);
     }

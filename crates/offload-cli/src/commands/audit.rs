@@ -25,6 +25,7 @@ pub(crate) struct AuditArgs {
 
 /// Runs `offload audit`.
 pub(crate) async fn run(args: AuditArgs, globals: &Globals) -> anyhow::Result<()> {
+    globals.local_only("audit")?;
     let client = globals.client().await?;
     let page = client
         .audit_log(AuditListParams {

@@ -1,8 +1,6 @@
 //! `offload delete ID`: delete a task that is not running, with its history.
 
-use offload::AuditEntry;
-
-use crate::commands::{LOCAL_ACTOR, audit, parse_id};
+use crate::commands::parse_id;
 use crate::globals::Globals;
 use crate::output;
 
@@ -19,15 +17,7 @@ pub(crate) struct DeleteArgs {
 /// Runs `offload delete`.
 pub(crate) async fn run(args: DeleteArgs, globals: &Globals) -> anyhow::Result<()> {
     let id = parse_id(&args.id)?;
-    let client = globals.client().await?;
-    client.delete(id).await?;
-    audit(
-        &client,
-        AuditEntry::new(LOCAL_ACTOR, "task.delete")
-            .target(id.to_string())
-            .reason(args.reason),
-    )
-    .await;
+    globals.tasks().await?.delete(id, args.reason).await?;
     if globals.json {
         return output::print_json(&serde_json::json!({ "deleted": id }));
     }

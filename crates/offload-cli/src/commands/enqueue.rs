@@ -26,6 +26,7 @@ use crate::config::Config;
 use crate::failure::Failure;
 use crate::globals::Globals;
 use crate::output;
+use crate::tasks::Tasks;
 
 /// Shown under `offload enqueue --help`.
 pub(crate) const ENQUEUE_HELP: &str = "\
@@ -43,6 +44,8 @@ Exit codes with --wait: 0 succeeded (output printed), 1 failed or aborted, 4 tim
 
 /// Tasks per `trigger_many` call in `--file` mode.
 const BATCH: usize = 1000;
+/// Tasks per request through `--server` (small bodies, steady progress).
+const SERVER_BATCH: usize = 200;
 
 /// Arguments of `offload enqueue`.
 #[derive(Debug, clap::Args)]
@@ -99,23 +102,24 @@ pub(crate) async fn run(args: EnqueueArgs, globals: &Globals) -> anyhow::Result<
         return run_file(path, globals).await;
     }
     let task = task_from_args(&args, &globals.config)?;
-    let client = globals.client().await?;
-    let handle = client
-        .trigger(&task.name, task.input, task.options)
+    let tasks = globals.tasks().await?;
+    let id = tasks
+        .trigger_many(vec![task])
         .await
-        .context("cannot enqueue the task")?;
-    let id = handle.id();
+        .context("cannot enqueue the task")?
+        .pop()
+        .context("cannot enqueue the task: no id came back")?;
     match args.wait {
         None => {
             if globals.json {
-                let task = client.get(id).await?;
+                let task = tasks.get(id).await?;
                 output::print_json(&task)
             } else {
                 output::print(&id.to_string())
             }
         }
         Some(timeout) => {
-            let task = super::result::wait_for(&client, id, timeout).await?;
+            let task = super::result::wait_for(&tasks, id, timeout).await?;
             if globals.json {
                 // the whole task on stdout; the exit code still tells the outcome
                 output::print_json(&task)?;
@@ -296,15 +300,20 @@ async fn run_file(path: &Path, globals: &Globals) -> anyhow::Result<()> {
         read_tasks(file, &label, &globals.config)?
     };
     let total = tasks.len();
-    let client = globals.client().await?;
+    let target = globals.tasks().await?;
+    let batch_size = match target {
+        // well inside the server's default body limit
+        Tasks::Server(_) => SERVER_BATCH,
+        Tasks::Store(_) => BATCH,
+    };
     let bar = progress_bar(total, globals.json);
     let mut ids = Vec::with_capacity(total);
     let mut rest = tasks;
     while !rest.is_empty() {
-        let tail = rest.split_off(rest.len().min(BATCH));
+        let tail = rest.split_off(rest.len().min(batch_size));
         let batch = std::mem::replace(&mut rest, tail);
         let n = batch.len();
-        let handles = client.trigger_many(batch).await.with_context(|| {
+        let new_ids = target.trigger_many(batch).await.with_context(|| {
             format!(
                 "cannot enqueue tasks {}..{} ({} enqueued before this batch)",
                 ids.len() + 1,
@@ -312,7 +321,7 @@ async fn run_file(path: &Path, globals: &Globals) -> anyhow::Result<()> {
                 ids.len()
             )
         })?;
-        ids.extend(handles.iter().map(|h| h.id()));
+        ids.extend(new_ids);
         bar.inc(u64::try_from(n).unwrap_or(u64::MAX));
     }
     bar.finish_and_clear();

@@ -19,9 +19,7 @@ pub(crate) struct GetArgs {
 /// Runs `offload get`.
 pub(crate) async fn run(args: GetArgs, globals: &Globals) -> anyhow::Result<()> {
     let id = parse_id(&args.id)?;
-    let client = globals.client().await?;
-    let task = client.get(id).await?;
-    let attempts = client.attempts(id).await?;
+    let (task, attempts) = globals.tasks().await?.get_with_attempts(id).await?;
     if globals.json {
         let mut value = serde_json::to_value(&task)?;
         if let Some(obj) = value.as_object_mut() {

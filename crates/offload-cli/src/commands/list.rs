@@ -42,8 +42,9 @@ pub(crate) async fn run(args: ListArgs, globals: &Globals) -> anyhow::Result<()>
         tag: args.tag,
         ..TaskFilter::default()
     };
-    let client = globals.client().await?;
-    let page = client
+    let page = globals
+        .tasks()
+        .await?
         .list(TaskListParams {
             filter,
             cursor: args.cursor,

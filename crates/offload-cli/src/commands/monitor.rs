@@ -184,6 +184,7 @@ fn count_f64(n: u64) -> f64 {
 
 /// Runs `offload monitor`.
 pub(crate) async fn run(args: MonitorArgs, globals: &Globals) -> anyhow::Result<()> {
+    globals.local_only("monitor")?;
     if args.interval < Duration::from_millis(50) {
         return Err(Failure::usage("--interval must be at least 50ms"));
     }

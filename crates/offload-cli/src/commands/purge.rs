@@ -7,10 +7,8 @@
 
 use std::time::Duration;
 
-use offload::AuditEntry;
 use offload::{Status, TaskFilter};
 
-use crate::commands::{LOCAL_ACTOR, audit};
 use crate::commands::{duration_arg, status_arg};
 use crate::failure::Failure;
 use crate::globals::Globals;
@@ -80,24 +78,11 @@ pub(crate) async fn run(args: PurgeArgs, globals: &Globals) -> anyhow::Result<()
         tag: args.tag,
         ..TaskFilter::default()
     };
-    let details = serde_json::json!({
-        "statuses": filter.statuses,
-        "names": filter.names,
-        "queues": filter.queues,
-        "tag": filter.tag,
-        "finished_before": finished_before,
-    });
-    let client = globals.client().await?;
-    let purged = client.purge(filter, finished_before).await?;
-    let mut details = details;
-    details["purged"] = purged.into();
-    audit(
-        &client,
-        AuditEntry::new(LOCAL_ACTOR, "task.purge")
-            .reason(args.reason)
-            .details(details),
-    )
-    .await;
+    let purged = globals
+        .tasks()
+        .await?
+        .purge(filter, finished_before, args.reason)
+        .await?;
     if globals.json {
         return output::print_json(&serde_json::json!({ "purged": purged }));
     }

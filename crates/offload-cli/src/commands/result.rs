@@ -2,12 +2,13 @@
 
 use std::time::Duration;
 
-use offload::{Client, Status, Task};
+use offload::{Status, Task};
 
 use crate::commands::{duration_arg, parse_id, status_phrase};
 use crate::failure::{Failure, code};
 use crate::globals::Globals;
 use crate::output;
+use crate::tasks::Tasks;
 
 /// Shown under `offload result --help`.
 pub(crate) const RESULT_HELP: &str = "\
@@ -31,24 +32,24 @@ pub(crate) struct ResultArgs {
 /// Runs `offload result`.
 pub(crate) async fn run(args: ResultArgs, globals: &Globals) -> anyhow::Result<()> {
     let id = parse_id(&args.id)?;
-    let client = globals.client().await?;
+    let tasks = globals.tasks().await?;
     let task = match args.wait {
-        Some(timeout) => wait_for(&client, id, timeout).await?,
-        None => client.get(id).await?,
+        Some(timeout) => wait_for(&tasks, id, timeout).await?,
+        None => tasks.get(id).await?,
     };
     report(&task, globals.json)
 }
 
 /// Waits for a task to finish; a timeout is exit code 4 naming its status.
 pub(crate) async fn wait_for(
-    client: &Client,
+    tasks: &Tasks,
     id: offload::TaskId,
     timeout: Duration,
 ) -> anyhow::Result<Task> {
-    match client.wait(id, timeout).await {
+    match tasks.wait(id, timeout).await {
         Ok(task) => Ok(task),
-        Err(offload::Error::Timeout(_)) => {
-            let status = match client.get(id).await {
+        Err(e) if matches!(e.downcast_ref(), Some(offload::Error::Timeout(_))) => {
+            let status = match tasks.get(id).await {
                 Ok(task) => status_phrase(&task),
                 Err(_) => "unknown".to_owned(),
             };
@@ -60,7 +61,7 @@ pub(crate) async fn wait_for(
                 ),
             ))
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(e),
     }
 }
 

@@ -1,8 +1,6 @@
 //! `offload retry ID`: run a failed or aborted task again, history kept.
 
-use offload::AuditEntry;
-
-use crate::commands::{LOCAL_ACTOR, audit, parse_id};
+use crate::commands::parse_id;
 use crate::globals::Globals;
 use crate::output;
 
@@ -19,15 +17,7 @@ pub(crate) struct RetryArgs {
 /// Runs `offload retry`.
 pub(crate) async fn run(args: RetryArgs, globals: &Globals) -> anyhow::Result<()> {
     let id = parse_id(&args.id)?;
-    let client = globals.client().await?;
-    let task = client.retry(id).await?;
-    audit(
-        &client,
-        AuditEntry::new(LOCAL_ACTOR, "task.retry")
-            .target(id.to_string())
-            .reason(args.reason),
-    )
-    .await;
+    let task = globals.tasks().await?.retry(id, args.reason).await?;
     if globals.json {
         return output::print_json(&task);
     }

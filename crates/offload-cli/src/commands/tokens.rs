@@ -49,6 +49,7 @@ fn role_arg(text: &str) -> Result<Role, String> {
 
 /// Runs `offload tokens`.
 pub(crate) async fn run(args: TokensArgs, globals: &Globals) -> anyhow::Result<()> {
+    globals.local_only("tokens")?;
     let client = globals.client().await?;
     match args.command {
         TokensCommand::Create {

@@ -5,16 +5,17 @@
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use offload::{Client, Notification, Status, Task, TaskId};
-use tokio::sync::broadcast::error::RecvError;
+use offload::{Status, Task, TaskId};
 
 use crate::commands::result::ended_message;
 use crate::commands::{duration_arg, parse_id, status_phrase};
 use crate::failure::{Failure, code};
 use crate::globals::Globals;
 use crate::output;
+use crate::tasks::Tasks;
 
-/// How often the task is read again when no change notification comes.
+/// How often the task is read again when no change notification (or
+/// event, through a server) comes.
 const SAFETY_POLL: Duration = Duration::from_secs(1);
 
 /// Shown under `offload watch --help`.
@@ -49,9 +50,9 @@ struct Seen {
 /// Runs `offload watch`.
 pub(crate) async fn run(args: WatchArgs, globals: &Globals) -> anyhow::Result<()> {
     let id = parse_id(&args.id)?;
-    let client = globals.client().await?;
+    let tasks = globals.tasks().await?;
     let deadline = args.timeout.map(|t| tokio::time::Instant::now() + t);
-    let mut changes = client.store().notifier().subscribe();
+    let mut changes = tasks.changes();
     let bar = ProgressBar::new(100);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos:>3}% {msg}")
@@ -59,42 +60,28 @@ pub(crate) async fn run(args: WatchArgs, globals: &Globals) -> anyhow::Result<()
     );
     let mut seen = Seen::default();
     let task = loop {
-        let task = client.get(id).await?;
-        show(&client, &task, &mut seen, &bar, globals.json).await?;
+        let task = tasks.get(id).await?;
+        show(&tasks, &task, &mut seen, &bar, globals.json).await?;
         if task.status.is_terminal() {
             break task;
         }
-        let poll = tokio::time::sleep(SAFETY_POLL);
-        tokio::pin!(poll);
-        let until = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::pin!(until);
-        loop {
-            tokio::select! {
-                () = &mut until => {
-                    bar.finish_and_clear();
-                    return Err(Failure::with_code(code::TIMEOUT, format!(
+        let mut wait = SAFETY_POLL;
+        if let Some(d) = deadline {
+            let left = d.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                bar.finish_and_clear();
+                return Err(Failure::with_code(
+                    code::TIMEOUT,
+                    format!(
                         "task {id} did not end within {}; it is {}",
                         output::duration(args.timeout.unwrap_or_default()),
                         status_phrase(&task)
-                    )));
-                }
-                () = &mut poll => break,
-                note = changes.recv() => match note {
-                    Ok(n) if n.concerns(id) => break,
-                    Ok(Notification::Available { .. }) | Ok(_) => continue,
-                    Err(RecvError::Lagged(_)) => break,
-                    Err(RecvError::Closed) => {
-                        changes = client.store().notifier().subscribe();
-                        break;
-                    }
-                },
+                    ),
+                ));
             }
+            wait = wait.min(left);
         }
+        tasks.changed(&mut changes, id, wait).await;
     };
     bar.finish_and_clear();
     finish(&task, globals.json)
@@ -102,7 +89,7 @@ pub(crate) async fn run(args: WatchArgs, globals: &Globals) -> anyhow::Result<()
 
 /// Prints what changed since `seen`.
 async fn show(
-    client: &Client,
+    tasks: &Tasks,
     task: &Task,
     seen: &mut Seen,
     bar: &ProgressBar,
@@ -113,7 +100,7 @@ async fn show(
         None => (None, None),
     };
     if seen.attempt != task.attempt || seen.status != Some(task.status) {
-        print_attempts(client, task.id, seen, bar, json).await?;
+        print_attempts(tasks, task.id, seen, bar, json).await?;
         let line = format!("{} {}", time(), status_phrase(task));
         if json {
             output::print_json(&serde_json::json!({
@@ -155,15 +142,16 @@ async fn show(
 
 /// Prints the attempts that ended since the last call.
 async fn print_attempts(
-    client: &Client,
+    tasks: &Tasks,
     id: TaskId,
     seen: &mut Seen,
     bar: &ProgressBar,
     json: bool,
 ) -> anyhow::Result<()> {
-    let attempts: Vec<_> = client
-        .attempts(id)
+    let attempts: Vec<_> = tasks
+        .get_with_attempts(id)
         .await?
+        .1
         .into_iter()
         .filter(|a| a.finished_at.is_some())
         .collect();

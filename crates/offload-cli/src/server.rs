@@ -1,0 +1,360 @@
+//! The CLI's client of a running `offload serve` (`--server URL`, with
+//! `--token`): the task routes of the HTTP API, and the error answers
+//! turned into one readable line and the CLI's exit codes.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use offload::{Attempt, NewTask, Task, TaskFilter, TaskId, TaskListParams, TaskPage};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::failure::{Failure, code};
+
+/// Longest `wait` the server takes per result request.
+const MAX_WAIT_PER_REQUEST: Duration = Duration::from_secs(300);
+/// Longest a request may take beyond its own `wait`.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running server and the token to present.
+#[derive(Clone)]
+pub(crate) struct ServerClient {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for ServerClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerClient")
+            .field("base", &self.base)
+            .field("token", &self.token.as_ref().map(|_| "(hidden)"))
+            .finish()
+    }
+}
+
+/// A task as `GET /v1/tasks/{id}` answers it: the task and its attempts.
+#[derive(Debug, serde::Deserialize)]
+struct TaskDetail {
+    #[serde(flatten)]
+    task: Task,
+    #[serde(default)]
+    attempts: Vec<Attempt>,
+}
+
+impl ServerClient {
+    /// A client of the server at `url` (`http://host:port`, no path).
+    pub(crate) fn new(url: &str, token: Option<String>) -> anyhow::Result<Self> {
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|e| Failure::usage(format!("--server {url:?} is not a URL: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(Failure::usage(format!(
+                "--server {url:?} must start with http:// or https://"
+            )));
+        }
+        if let Some(t) = &token {
+            if t.trim().is_empty() || t.chars().any(char::is_control) {
+                return Err(Failure::usage(
+                    "--token is empty or holds control characters",
+                ));
+            }
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .context("cannot set up the HTTP client")?;
+        Ok(Self {
+            base: url.trim_end_matches('/').to_owned(),
+            token,
+            http,
+        })
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .timeout(REQUEST_TIMEOUT);
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    /// Sends `req`; a 2xx answer's JSON body (or `null` when empty), else
+    /// the error as one line with an exit code.
+    async fn send(&self, req: RequestBuilder) -> anyhow::Result<(StatusCode, Value)> {
+        let response = req.send().await.map_err(|e| {
+            let why = if e.is_timeout() {
+                "it did not answer in time".to_owned()
+            } else if e.is_connect() {
+                "the connection was refused or failed (is `offload serve` running there?)"
+                    .to_owned()
+            } else {
+                e.to_string()
+            };
+            Failure::with_code(
+                code::FAILED,
+                format!("cannot reach the server at {}: {why}", self.base),
+            )
+        })?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| {
+            Failure::with_code(
+                code::FAILED,
+                format!("the server at {} broke off its answer: {e}", self.base),
+            )
+        })?;
+        let body: Value = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        if status.is_success() {
+            return Ok((status, body));
+        }
+        Err(error(status, &body, &self.base))
+    }
+
+    async fn call<T: DeserializeOwned>(&self, req: RequestBuilder) -> anyhow::Result<T> {
+        let (_, body) = self.send(req).await?;
+        serde_json::from_value(body).with_context(|| {
+            format!(
+                "the server at {} answered in an unexpected shape",
+                self.base
+            )
+        })
+    }
+
+    /// `POST /v1/tasks` with an array: all or nothing.
+    pub(crate) async fn trigger_many(&self, tasks: Vec<NewTask>) -> anyhow::Result<Vec<TaskId>> {
+        let body: Vec<Value> = tasks.into_iter().map(task_body).collect::<Result<_, _>>()?;
+        #[derive(serde::Deserialize)]
+        struct Ids {
+            ids: Vec<TaskId>,
+        }
+        let ids: Ids = self
+            .call(self.request(Method::POST, "/v1/tasks").json(&body))
+            .await?;
+        Ok(ids.ids)
+    }
+
+    /// `GET /v1/tasks/{id}`: the task and its attempts.
+    pub(crate) async fn get(&self, id: TaskId) -> anyhow::Result<(Task, Vec<Attempt>)> {
+        let detail: TaskDetail = self
+            .call(self.request(Method::GET, &format!("/v1/tasks/{id}")))
+            .await?;
+        Ok((detail.task, detail.attempts))
+    }
+
+    /// `GET /v1/tasks` with the filter as query parameters.
+    pub(crate) async fn list(&self, params: TaskListParams) -> anyhow::Result<TaskPage> {
+        let mut query: Vec<(&str, String)> = vec![("limit", params.limit.to_string())];
+        let f = &params.filter;
+        let join = |v: Vec<String>| v.join(",");
+        if !f.statuses.is_empty() {
+            query.push((
+                "status",
+                join(f.statuses.iter().map(|s| s.to_string()).collect()),
+            ));
+        }
+        if !f.names.is_empty() {
+            query.push(("name", join(f.names.clone())));
+        }
+        if !f.queues.is_empty() {
+            query.push(("queue", join(f.queues.clone())));
+        }
+        if let Some(tag) = &f.tag {
+            query.push(("tag", tag.clone()));
+        }
+        if let Some(c) = &params.cursor {
+            query.push(("cursor", c.clone()));
+        }
+        #[derive(serde::Deserialize)]
+        struct Page {
+            tasks: Vec<Task>,
+            next_cursor: Option<String>,
+        }
+        let page: Page = self
+            .call(self.request(Method::GET, "/v1/tasks").query(&query))
+            .await?;
+        Ok(TaskPage {
+            tasks: page.tasks,
+            next_cursor: page.next_cursor,
+        })
+    }
+
+    /// `POST /v1/tasks/{id}/abort`.
+    pub(crate) async fn abort(&self, id: TaskId, reason: Option<String>) -> anyhow::Result<Task> {
+        let req = self
+            .request(Method::POST, &format!("/v1/tasks/{id}/abort"))
+            .json(&json!({ "reason": reason }));
+        self.call(req).await
+    }
+
+    /// `POST /v1/tasks/{id}/retry`.
+    pub(crate) async fn retry(&self, id: TaskId, reason: Option<String>) -> anyhow::Result<Task> {
+        let req = self
+            .request(Method::POST, &format!("/v1/tasks/{id}/retry"))
+            .query(&reason_query(reason));
+        self.call(req).await
+    }
+
+    /// `DELETE /v1/tasks/{id}`.
+    pub(crate) async fn delete(&self, id: TaskId, reason: Option<String>) -> anyhow::Result<()> {
+        let req = self
+            .request(Method::DELETE, &format!("/v1/tasks/{id}"))
+            .query(&reason_query(reason));
+        self.send(req).await.map(|_| ())
+    }
+
+    /// `POST /v1/purge`.
+    pub(crate) async fn purge(
+        &self,
+        filter: &TaskFilter,
+        finished_before: Option<chrono::DateTime<chrono::Utc>>,
+        reason: Option<String>,
+    ) -> anyhow::Result<u64> {
+        #[derive(serde::Deserialize)]
+        struct Purged {
+            purged: u64,
+        }
+        // the CLI checked that an unfiltered purge was asked for with --all
+        let all = filter.statuses.is_empty()
+            && filter.names.is_empty()
+            && filter.queues.is_empty()
+            && filter.tag.is_none()
+            && finished_before.is_none();
+        let req = self.request(Method::POST, "/v1/purge").json(&json!({
+            "all": all,
+            "status": filter.statuses,
+            "name": filter.names,
+            "queue": filter.queues,
+            "tag": filter.tag,
+            "finished_before": finished_before,
+            "reason": reason,
+        }));
+        let purged: Purged = self.call(req).await?;
+        Ok(purged.purged)
+    }
+
+    /// Waits for the task to end (`GET /v1/tasks/{id}/result?wait=`, asked
+    /// again until `timeout`): the ended task, or `offload::Error::Timeout`.
+    pub(crate) async fn wait(&self, id: TaskId, timeout: Duration) -> anyhow::Result<Task> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let wait = left.min(MAX_WAIT_PER_REQUEST);
+            let req = self
+                .request(Method::GET, &format!("/v1/tasks/{id}/result"))
+                .query(&[("wait", format!("{}ms", wait.as_millis()))])
+                .timeout(wait + REQUEST_TIMEOUT);
+            let (status, _) = self.send(req).await?;
+            if status == StatusCode::OK {
+                return Ok(self.get(id).await?.0);
+            }
+            if left.is_zero() {
+                return Err(offload::Error::Timeout(timeout).into());
+            }
+        }
+    }
+
+    /// Waits until something may have happened to task `id`: an event of
+    /// it on `GET /v1/events` (a stream kept open between calls), or `max`.
+    pub(crate) async fn changed(&self, feed: &mut Option<EventFeed>, id: TaskId, max: Duration) {
+        if feed.is_none() {
+            let req = self
+                .request(Method::GET, "/v1/events")
+                .query(&[("task_id", id.to_string())])
+                .header("accept", "text/event-stream");
+            // a stream must not time out like a request
+            let req = req.timeout(Duration::from_secs(365 * 24 * 3600));
+            if let Ok(response) = req.send().await {
+                if response.status().is_success() {
+                    *feed = Some(EventFeed {
+                        response,
+                        buffer: Vec::new(),
+                    });
+                }
+            }
+        }
+        let Some(f) = feed.as_mut() else {
+            tokio::time::sleep(max).await;
+            return;
+        };
+        match tokio::time::timeout(max, f.next_event()).await {
+            Ok(true) | Err(_) => {}
+            // the stream ended: open another next time
+            Ok(false) => *feed = None,
+        }
+    }
+}
+
+/// An open `text/event-stream` answer, read one event at a time.
+pub(crate) struct EventFeed {
+    response: reqwest::Response,
+    buffer: Vec<u8>,
+}
+
+impl EventFeed {
+    /// Reads until the end of the next event; `false` when the stream ended.
+    async fn next_event(&mut self) -> bool {
+        loop {
+            if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                if block.starts_with(b":") {
+                    continue; // a keep-alive comment
+                }
+                return true;
+            }
+            match self.response.chunk().await {
+                Ok(Some(chunk)) => self.buffer.extend_from_slice(&chunk),
+                Ok(None) | Err(_) => return false,
+            }
+        }
+    }
+}
+
+fn reason_query(reason: Option<String>) -> Vec<(&'static str, String)> {
+    reason.map(|r| vec![("reason", r)]).unwrap_or_default()
+}
+
+/// A task as the enqueue body takes it: `name`, `input` and the options
+/// beside them.
+fn task_body(task: NewTask) -> anyhow::Result<Value> {
+    let mut body = serde_json::to_value(&task.options).context("cannot write the task options")?;
+    let Value::Object(fields) = &mut body else {
+        anyhow::bail!("task options did not serialize as an object");
+    };
+    fields.insert("name".into(), Value::String(task.name));
+    fields.insert("input".into(), task.input);
+    Ok(body)
+}
+
+/// An error answer as one line, with the exit code it deserves: bad input
+/// (400, 413, 415, 422) is 2, everything else 1.
+fn error(status: StatusCode, body: &Value, base: &str) -> anyhow::Error {
+    let message = body["error"]["message"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{body}"));
+    let exit = match status {
+        StatusCode::BAD_REQUEST
+        | StatusCode::PAYLOAD_TOO_LARGE
+        | StatusCode::UNSUPPORTED_MEDIA_TYPE
+        | StatusCode::UNPROCESSABLE_ENTITY => code::USAGE,
+        _ => code::FAILED,
+    };
+    let line = match status {
+        StatusCode::UNAUTHORIZED => format!(
+            "the server at {base} refused the request: {message} (give a token with --token or OFFLOAD_TOKEN)"
+        ),
+        StatusCode::FORBIDDEN => format!("the server at {base} refused the request: {message}"),
+        _ => match body["error"]["field"].as_str() {
+            Some(field) if !message.contains(field) => format!("{field}: {message}"),
+            _ => message,
+        },
+    };
+    Failure::with_code(exit, line)
+}
