@@ -17,6 +17,7 @@ mod notify;
 mod params;
 mod rules;
 mod store;
+mod webhooks;
 
 pub use access::{AuditListParams, AuditPage, AuditRecord, NewAuditRecord, TokenRecord};
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -31,3 +32,7 @@ pub use rules::{
     AttemptEnd, MAX_CLAIM_NAMES, abort_record, attempt_end, check_claim_names, rescue_outcome,
 };
 pub use store::{Capabilities, Store};
+pub use webhooks::{
+    Delivery, DeliveryAttempt, DeliveryClaimParams, DeliveryListParams, DeliveryRecordParams,
+    DeliveryStatus, NewDelivery, WebhookEnqueueParams, WebhookRecord,
+};

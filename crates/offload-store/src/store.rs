@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::access::*;
 use crate::events::*;
 use crate::params::*;
+use crate::webhooks::*;
 use crate::{Notifier, StoreResult};
 
 /// What a backend can do; core code branches on these, never on a name.
@@ -169,4 +170,48 @@ pub trait Store: Send + Sync + 'static {
 
     /// One page of the audit log, newest first.
     async fn audit_list(&self, params: &AuditListParams) -> StoreResult<AuditPage>;
+
+    // ------------------------------------------------------------ webhook
+
+    /// Stores a subscription; `Conflict` if its id exists.
+    async fn webhook_insert(&self, webhook: &WebhookRecord) -> StoreResult<()>;
+
+    /// Every subscription, oldest first.
+    async fn webhook_list(&self) -> StoreResult<Vec<WebhookRecord>>;
+
+    /// Deletes a subscription and its deliveries; `false` if there was none.
+    async fn webhook_delete(&self, id: &str) -> StoreResult<bool>;
+
+    /// The dispatcher's cursor in the event log (`None` before its first
+    /// [`webhook_enqueue`](Self::webhook_enqueue)).
+    async fn webhook_cursor(&self) -> StoreResult<Option<String>>;
+
+    /// Stores deliveries and moves the cursor if it is still
+    /// `expected_cursor`; returns `false` (and stores nothing) otherwise.
+    async fn webhook_enqueue(&self, params: &WebhookEnqueueParams) -> StoreResult<bool>;
+
+    /// Claims due deliveries (see [`DeliveryClaimParams`]); each comes with
+    /// its attempts so far.
+    async fn webhook_delivery_claim(
+        &self,
+        params: &DeliveryClaimParams,
+    ) -> StoreResult<Vec<Delivery>>;
+
+    /// Records an attempt of a `pending` delivery; `NotFound`-like
+    /// `Conflict` if the delivery is gone or no longer pending.
+    async fn webhook_delivery_record(&self, params: &DeliveryRecordParams) -> StoreResult<()>;
+
+    /// Deliveries with their attempts, newest first.
+    async fn webhook_delivery_list(
+        &self,
+        params: &DeliveryListParams,
+    ) -> StoreResult<Vec<Delivery>>;
+
+    /// Deletes delivered or failed deliveries made before `params.before`;
+    /// returns how many.
+    async fn webhook_delivery_purge(&self, params: &PurgeBeforeParams) -> StoreResult<u64>;
+
+    /// The store's secret for tasks' own webhooks: `candidate` is stored
+    /// and returned if there is none yet, else the stored one is returned.
+    async fn webhook_task_secret(&self, candidate: &str) -> StoreResult<String>;
 }

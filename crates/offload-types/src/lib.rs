@@ -29,7 +29,7 @@ pub use defaults::*;
 pub use duration::{DurationParseError, parse_duration};
 pub use error::{TaskError, TaskErrorRecord, ValidationError};
 pub use id::{IdParseError, LeaseToken, TaskId};
-pub use options::{NewTask, TaskOptions};
+pub use options::{MAX_WEBHOOK_URL_LEN, NewTask, TaskOptions, check_webhook_url};
 pub use progress::Progress;
 pub use retry::RetryPolicy;
 pub use role::{Permission, Role, RoleParseError};

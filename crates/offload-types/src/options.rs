@@ -67,12 +67,48 @@ pub struct TaskOptions {
     /// A JSON object for the user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Value>,
+    /// An `http://` or `https://` URL that `offload serve` POSTs this
+    /// task's end to (`task.succeeded`, `task.failed`, `task.aborted`),
+    /// signed like every webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+}
+
+/// Longest webhook URL accepted.
+pub const MAX_WEBHOOK_URL_LEN: usize = 2048;
+
+/// Checks the shape of a webhook URL: `http://` or `https://`, a host, at
+/// most [`MAX_WEBHOOK_URL_LEN`] characters, no whitespace or control
+/// characters. (Where it points is checked when it is delivered to.)
+pub fn check_webhook_url(field: &str, url: &str) -> Result<(), ValidationError> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    let host = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or(""));
+    if url.len() > MAX_WEBHOOK_URL_LEN
+        || url.chars().any(|c| c.is_whitespace() || c.is_control())
+        || host.is_none_or(|h| h.is_empty() || h.starts_with(':') || h.contains('@'))
+    {
+        return Err(ValidationError::new(
+            field,
+            format!(
+                "must be an http:// or https:// URL with a host and no credentials, at most \
+                 {MAX_WEBHOOK_URL_LEN} characters"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 impl TaskOptions {
     /// Options with every field unset.
     pub fn new() -> Self {
         Self::default()
+    }
+    /// Sets the webhook URL this task's end is POSTed to.
+    pub fn webhook(mut self, url: impl Into<String>) -> Self {
+        self.webhook = Some(url.into());
+        self
     }
     /// Sets the queue.
     pub fn queue(mut self, queue: impl Into<String>) -> Self {
@@ -158,6 +194,9 @@ impl TaskOptions {
                     format!("{d:?} is longer than 100 years"),
                 ));
             }
+        }
+        if let Some(url) = &self.webhook {
+            check_webhook_url("webhook", url)?;
         }
         if let Some(n) = self.max_attempts
             && !(1..=MAX_ATTEMPTS_LIMIT).contains(&n)

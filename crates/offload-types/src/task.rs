@@ -48,6 +48,9 @@ pub struct Task {
     pub tags: Vec<String>,
     /// A JSON object for the user.
     pub metadata: serde_json::Value,
+    /// Where this task's end is POSTed (the `webhook` option).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
     /// Set when someone asked a running task to stop.
     pub abort_requested_at: Option<DateTime<Utc>>,
     /// Who holds the lease while running.

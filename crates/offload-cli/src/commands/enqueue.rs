@@ -38,7 +38,7 @@ Examples:
 A tasks file has one JSON object per line:
   {\"name\": \"resize\", \"input\": {\"path\": \"a.png\"}, \"priority\": 5, \"delay\": \"30s\"}
 (\"type\" and \"data\" are accepted for \"name\" and \"input\"; other keys: queue, run_at,
-max_attempts, timeout, tags, metadata, retry). Every line is checked before anything is enqueued.
+max_attempts, timeout, tags, metadata, retry, webhook). Every line is checked before anything is enqueued.
 
 Exit codes with --wait: 0 succeeded (output printed), 1 failed or aborted, 4 timed out.";
 
@@ -86,13 +86,16 @@ pub(crate) struct EnqueueArgs {
     /// A JSON object stored with the task.
     #[arg(long, value_name = "JSON")]
     metadata: Option<String>,
+    /// A URL that `offload serve` POSTs the task's end to (signed).
+    #[arg(long, value_name = "URL")]
+    webhook: Option<String>,
     /// Wait for the task to finish (at most DURATION) and print its output.
     #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "30s",
           value_parser = duration_arg, conflicts_with = "file")]
     wait: Option<Duration>,
     /// Enqueue every line of a JSON-lines file (`-` reads stdin).
     #[arg(long, short = 'f', value_name = "PATH",
-          conflicts_with_all = ["data", "queue", "priority", "delay", "run_at", "max_attempts", "timeout", "tags", "metadata"])]
+          conflicts_with_all = ["data", "queue", "priority", "delay", "run_at", "max_attempts", "timeout", "tags", "metadata", "webhook"])]
     file: Option<PathBuf>,
 }
 
@@ -158,6 +161,7 @@ fn task_from_args(args: &EnqueueArgs, config: &Config) -> anyhow::Result<NewTask
         retry: None,
         tags: args.tags.clone(),
         metadata,
+        webhook: args.webhook.clone(),
     };
     let task = with_runner_defaults(NewTask::new(name, input).options(options), config);
     task.validate().map_err(|e| Failure::usage(e.to_string()))?;
@@ -203,6 +207,8 @@ struct Line {
     metadata: Option<serde_json::Value>,
     #[serde(default)]
     retry: Option<RetryPolicy>,
+    #[serde(default)]
+    webhook: Option<String>,
 }
 
 /// A `"30s"` string or a number of seconds, as in the JSON API.
@@ -248,6 +254,7 @@ fn parse_line(text: &str, config: &Config) -> Result<NewTask, String> {
         retry: line.retry,
         tags: line.tags,
         metadata: line.metadata,
+        webhook: line.webhook,
     };
     let input = line.input.unwrap_or_else(|| serde_json::json!({}));
     let task = with_runner_defaults(NewTask::new(name, input).options(options), config);

@@ -191,6 +191,48 @@ impl Store for FlakyStore {
     ) -> StoreResult<offload_store::AuditPage> {
         self.inner.audit_list(p).await
     }
+    async fn webhook_insert(&self, w: &offload_store::WebhookRecord) -> StoreResult<()> {
+        self.inner.webhook_insert(w).await
+    }
+    async fn webhook_list(&self) -> StoreResult<Vec<offload_store::WebhookRecord>> {
+        self.inner.webhook_list().await
+    }
+    async fn webhook_delete(&self, id: &str) -> StoreResult<bool> {
+        self.inner.webhook_delete(id).await
+    }
+    async fn webhook_cursor(&self) -> StoreResult<Option<String>> {
+        self.inner.webhook_cursor().await
+    }
+    async fn webhook_enqueue(&self, p: &offload_store::WebhookEnqueueParams) -> StoreResult<bool> {
+        self.inner.webhook_enqueue(p).await
+    }
+    async fn webhook_delivery_claim(
+        &self,
+        p: &offload_store::DeliveryClaimParams,
+    ) -> StoreResult<Vec<offload_store::Delivery>> {
+        self.inner.webhook_delivery_claim(p).await
+    }
+    async fn webhook_delivery_record(
+        &self,
+        p: &offload_store::DeliveryRecordParams,
+    ) -> StoreResult<()> {
+        self.inner.webhook_delivery_record(p).await
+    }
+    async fn webhook_delivery_list(
+        &self,
+        p: &offload_store::DeliveryListParams,
+    ) -> StoreResult<Vec<offload_store::Delivery>> {
+        self.inner.webhook_delivery_list(p).await
+    }
+    async fn webhook_delivery_purge(
+        &self,
+        p: &offload_store::PurgeBeforeParams,
+    ) -> StoreResult<u64> {
+        self.inner.webhook_delivery_purge(p).await
+    }
+    async fn webhook_task_secret(&self, candidate: &str) -> StoreResult<String> {
+        self.inner.webhook_task_secret(candidate).await
+    }
 }
 
 struct Fixture {
