@@ -57,9 +57,8 @@ pub(crate) struct Config {
     /// Runners by task name.
     #[serde(default)]
     pub(crate) runners: BTreeMap<String, Spanned<RunnerConfig>>,
-    /// Webhook settings (read by `offload serve`, parsed and checked here).
+    /// Webhook settings (`offload serve`, `offload webhooks add`).
     #[serde(default)]
-    #[allow(dead_code)]
     pub(crate) webhooks: WebhooksConfig,
 }
 
@@ -111,8 +110,51 @@ pub(crate) struct RunnerConfig {
 pub(crate) struct WebhooksConfig {
     /// Let webhooks reach loopback and private addresses.
     #[serde(default)]
-    #[allow(dead_code)]
     pub(crate) allow_private_targets: Option<bool>,
+    /// Wait before the second attempt of a delivery (doubles after).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub(crate) retry_initial: Option<Duration>,
+    /// Attempts per delivery.
+    #[serde(default)]
+    pub(crate) max_attempts: Option<u32>,
+    /// Time limit of one attempt.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub(crate) timeout: Option<Duration>,
+}
+
+impl WebhooksConfig {
+    /// The settings, defaults filled in; bad values are usage errors.
+    pub(crate) fn settings(&self) -> anyhow::Result<offload_server::WebhookSettings> {
+        let mut s = offload_server::WebhookSettings::default();
+        if let Some(allow) = self.allow_private_targets {
+            s.allow_private_targets = allow;
+        }
+        if let Some(d) = self.retry_initial {
+            if d.is_zero() || d > Duration::from_secs(3600) {
+                return Err(crate::failure::Failure::usage(
+                    "[webhooks] retry_initial must be between 1ms and 1h",
+                ));
+            }
+            s.retry_initial = d;
+        }
+        if let Some(n) = self.max_attempts {
+            if !(1..=100).contains(&n) {
+                return Err(crate::failure::Failure::usage(
+                    "[webhooks] max_attempts must be between 1 and 100",
+                ));
+            }
+            s.max_attempts = n;
+        }
+        if let Some(d) = self.timeout {
+            if d.is_zero() || d > Duration::from_secs(300) {
+                return Err(crate::failure::Failure::usage(
+                    "[webhooks] timeout must be between 1ms and 5m",
+                ));
+            }
+            s.timeout = d;
+        }
+        Ok(s)
+    }
 }
 
 /// How a runner runs its tasks.

@@ -79,6 +79,8 @@ enum Command {
     Store(commands::store::StoreArgs),
     /// API tokens for `offload serve`: create, list, delete.
     Tokens(commands::tokens::TokensArgs),
+    /// Webhook subscriptions and their deliveries: add, list, deliveries, delete, secret.
+    Webhooks(commands::webhooks::WebhooksArgs),
     /// The log of operator actions (abort, retry, delete, purge, tokens), newest first.
     Audit(commands::audit::AuditArgs),
 }
@@ -134,6 +136,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Store(args) => commands::store::run(args, &globals).await,
         Command::Tokens(args) => commands::tokens::run(args, &globals).await,
         Command::Audit(args) => commands::audit::run(args, &globals).await,
+        Command::Webhooks(args) => commands::webhooks::run(args, &globals).await,
     }
 }
 

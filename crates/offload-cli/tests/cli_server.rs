@@ -16,7 +16,11 @@ fn config() -> String {
         "{}{}{}",
         sh_runner("echo", "cat", ""),
         sh_runner("fail", "echo broken >&2; exit 1", "max_attempts = 1"),
-        sh_runner("slow", "echo 'progress: 30 warming up' >&2; sleep 1; cat", ""),
+        sh_runner(
+            "slow",
+            "echo 'progress: 30 warming up' >&2; sleep 1; cat",
+            ""
+        ),
     )
 }
 
@@ -63,9 +67,23 @@ fn task_commands_work_through_a_server() {
     };
 
     // enqueue, wait, result, get, list
-    let out = remote.ok(&["enqueue", "--type", "echo", "--data", r#"{"n": 1}"#, "--wait", "30s"]);
-    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), json!({"n": 1}));
-    let id = remote.ok(&["enqueue", "--type", "echo", "--data", "2"]).trim().to_owned();
+    let out = remote.ok(&[
+        "enqueue",
+        "--type",
+        "echo",
+        "--data",
+        r#"{"n": 1}"#,
+        "--wait",
+        "30s",
+    ]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap(),
+        json!({"n": 1})
+    );
+    let id = remote
+        .ok(&["enqueue", "--type", "echo", "--data", "2"])
+        .trim()
+        .to_owned();
     let result = remote.json(&["result", &id, "--wait", "30s"]);
     assert_eq!(result["status"], json!("success"), "{result}");
     assert_eq!(result["output"], json!(2));
@@ -91,7 +109,10 @@ fn task_commands_work_through_a_server() {
     assert_eq!(idle["tasks"].as_array().unwrap().len(), 450);
 
     // watch: success 0 with progress shown, failure 1, abort 5
-    let slow = remote.ok(&["enqueue", "--type", "slow", "--data", "\"s\""]).trim().to_owned();
+    let slow = remote
+        .ok(&["enqueue", "--type", "slow", "--data", "\"s\""])
+        .trim()
+        .to_owned();
     let watched = remote.run(&["watch", &slow]);
     let stdout = String::from_utf8_lossy(&watched.stdout);
     assert_eq!(code(&watched), 0, "{stdout}");
@@ -105,7 +126,12 @@ fn task_commands_work_through_a_server() {
     let out = remote.ok(&["abort", &waiting, "--reason", "not needed"]);
     assert!(out.contains("aborted"), "{out}");
     assert_eq!(code(&remote.run(&["watch", &waiting])), 5);
-    let watched = remote.run(&["watch", &idle["tasks"][0]["id"].as_str().unwrap(), "--timeout", "300ms"]);
+    let watched = remote.run(&[
+        "watch",
+        &idle["tasks"][0]["id"].as_str().unwrap(),
+        "--timeout",
+        "300ms",
+    ]);
     assert_eq!(code(&watched), 4);
 
     // retry, delete, purge — each with a reason
@@ -129,7 +155,9 @@ fn task_commands_work_through_a_server() {
     let out = env.run(&["list", "--server", &base]);
     common::assert_one_error(&out, 1, "--token");
     let reader = read["token"].as_str().unwrap();
-    let out = env.run(&["enqueue", "--type", "echo", "--server", &base, "--token", reader]);
+    let out = env.run(&[
+        "enqueue", "--type", "echo", "--server", &base, "--token", reader,
+    ]);
     common::assert_one_error(&out, 1, "role read");
     let out = env.run(&["list", "--server", "http://127.0.0.1:9", "--token", reader]);
     common::assert_one_error(&out, 1, "cannot reach the server");

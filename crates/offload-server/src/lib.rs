@@ -16,6 +16,7 @@
 //! | `GET /v1/events` | task events: Server-Sent Events (live, resumable) or JSON pages |
 //! | `GET/POST /v1/tokens`, `DELETE /v1/tokens/{id}` | API tokens (admin) |
 //! | `GET /v1/audit` | the audit log of operator actions (admin) |
+//! | `GET/POST /v1/webhooks`, `DELETE /v1/webhooks/{id}`, `GET /v1/webhooks/deliveries` | webhook subscriptions and deliveries (admin) |
 //! | `POST /v1/lease` | remote workers: lease ready tasks (long-poll) |
 //! | `POST /v1/tasks/{id}/heartbeat`, `/progress`, `/complete`, `/fail` | remote workers: with the lease token |
 //! | `GET /healthz`, `GET /readyz` | the process is up; the store answers |
@@ -46,9 +47,11 @@ mod metrics;
 mod remote;
 mod schema;
 mod tasks;
+pub mod webhooks;
 
 pub use error::ApiError;
 pub use metrics::{Metrics, MetricsHook};
+pub use webhooks::WebhookSettings;
 
 use std::sync::Arc;
 
@@ -66,7 +69,25 @@ pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 /// The API's routes over `client`'s store, with fresh [`Metrics`] and the
 /// default body limit.
 pub fn router(client: Client) -> Result<Router, prometheus::Error> {
-    Ok(router_with(client, Metrics::new()?, DEFAULT_BODY_LIMIT))
+    Ok(router_with(client, Metrics::new()?, &ApiConfig::default()))
+}
+
+/// Settings of the API.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Largest request body in bytes (larger ones get 413).
+    pub body_limit: usize,
+    /// How subscriptions made through the API are checked.
+    pub webhooks: WebhookSettings,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            body_limit: DEFAULT_BODY_LIMIT,
+            webhooks: WebhookSettings::default(),
+        }
+    }
 }
 
 /// What the handlers share.
@@ -75,6 +96,13 @@ pub(crate) struct AppState {
     pub(crate) client: Client,
     pub(crate) metrics: Metrics,
     pub(crate) auth: auth::Auth,
+    pub(crate) webhooks: WebhookSettings,
+}
+
+impl FromRef<AppState> for WebhookSettings {
+    fn from_ref(state: &AppState) -> Self {
+        state.webhooks.clone()
+    }
 }
 
 impl FromRef<AppState> for auth::Auth {
@@ -96,9 +124,9 @@ impl FromRef<AppState> for Metrics {
 }
 
 /// The API's routes, recording into `metrics` (share them with the
-/// worker's [`Metrics::hook`]) and refusing request bodies over
-/// `body_limit` bytes with 413.
-pub fn router_with(client: Client, metrics: Metrics, body_limit: usize) -> Router {
+/// worker's [`Metrics::hook`]), with `config`'s body limit and webhook
+/// checks.
+pub fn router_with(client: Client, metrics: Metrics, config: &ApiConfig) -> Router {
     let (router, api) = OpenApiRouter::with_openapi(schema::ApiDoc::openapi())
         .routes(routes!(tasks::enqueue, tasks::list))
         .routes(routes!(tasks::get, tasks::update, tasks::delete))
@@ -111,6 +139,9 @@ pub fn router_with(client: Client, metrics: Metrics, body_limit: usize) -> Route
         .routes(routes!(access::list_tokens, access::create_token))
         .routes(routes!(access::delete_token))
         .routes(routes!(access::audit_log))
+        .routes(routes!(webhooks::routes::list, webhooks::routes::create))
+        .routes(routes!(webhooks::routes::delete))
+        .routes(routes!(webhooks::routes::deliveries))
         .routes(routes!(remote::lease))
         .routes(routes!(remote::heartbeat))
         .routes(routes!(remote::progress))
@@ -138,11 +169,12 @@ pub fn router_with(client: Client, metrics: Metrics, body_limit: usize) -> Route
         ))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(DefaultBodyLimit::max(config.body_limit))
         .with_state(AppState {
             client,
             metrics,
             auth,
+            webhooks: config.webhooks.clone(),
         })
 }
 

@@ -148,6 +148,67 @@ pub(crate) struct Purged {
     purged: u64,
 }
 
+/// A webhook subscription (its secret is shown only when it is made).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct WebhookInfo {
+    /// `wh_…`.
+    id: String,
+    url: String,
+    /// Event types delivered.
+    events: Vec<String>,
+    /// Only these task names (empty: any).
+    names: Vec<String>,
+    /// Only these queues (empty: any).
+    queues: Vec<String>,
+    created_at: DateTime<Utc>,
+}
+
+/// A subscription just made, with its signing secret.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct CreatedWebhook {
+    #[serde(flatten)]
+    info: WebhookInfo,
+    /// `whsec_…`: verify `webhook-signature` with it (Standard Webhooks).
+    secret: String,
+}
+
+/// One attempt at a delivery.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct DeliveryAttemptInfo {
+    attempt: u32,
+    at: DateTime<Utc>,
+    /// The HTTP status received, if an answer came.
+    status_code: Option<u16>,
+    latency_ms: u64,
+    /// What went wrong, if it did.
+    error: Option<String>,
+}
+
+/// A delivery and its attempts.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct DeliveryInfo {
+    /// `msg_…`, also the `webhook-id` header.
+    id: String,
+    /// The subscription; `null` for a task's own `webhook`.
+    webhook_id: Option<String>,
+    url: String,
+    event: String,
+    task_id: TaskId,
+    /// `pending`, `delivered` or `failed`.
+    status: String,
+    created_at: DateTime<Utc>,
+    next_attempt_at: Option<DateTime<Utc>>,
+    attempts: Vec<DeliveryAttemptInfo>,
+    /// The body sent: `{"type", "timestamp", "data"}`.
+    payload: Value,
+}
+
+/// Deliveries, newest first.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct DeliveryList {
+    deliveries: Vec<DeliveryInfo>,
+}
+
 /// An API token as lists show it (never its secret).
 #[derive(Serialize, ToSchema)]
 pub(crate) struct TokenInfo {

@@ -88,4 +88,8 @@ pub use offload_store::{
     EventPage, MAX_EVENT_PAGE, ManualClock, Notification, Store, StoreError, SystemClock,
     TaskCount, TaskEvent, TaskFilter, TaskListParams, TaskPage,
 };
+pub use offload_store::{
+    Delivery, DeliveryAttempt, DeliveryClaimParams, DeliveryListParams, DeliveryRecordParams,
+    DeliveryStatus, NewDelivery, WebhookEnqueueParams, WebhookRecord,
+};
 pub use offload_types::*;

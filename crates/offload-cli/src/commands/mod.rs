@@ -17,6 +17,7 @@ pub(crate) mod serve;
 pub(crate) mod store;
 pub(crate) mod tokens;
 pub(crate) mod watch;
+pub(crate) mod webhooks;
 pub(crate) mod worker;
 
 use std::time::Duration;

@@ -61,6 +61,7 @@ pub(crate) async fn run(args: ServeArgs, globals: &Globals) -> anyhow::Result<()
     if args.body_limit == 0 {
         return Err(Failure::usage("--body-limit must be at least 1 byte"));
     }
+    let webhook_settings = globals.config.webhooks.settings()?;
     let client = globals.client().await?;
     let tokens = client.tokens().await?.len();
     if tokens == 0 && !listen.ip().is_loopback() && !args.insecure {
@@ -118,7 +119,14 @@ pub(crate) async fn run(args: ServeArgs, globals: &Globals) -> anyhow::Result<()
         "offload serve: listening on http://{local} (database {}; access {access}); {worker_line}",
         globals.database_url
     ));
-    let app = offload_server::router_with(client, metrics, args.body_limit);
+    let webhooks =
+        offload_server::webhooks::WebhookLoops::start(client.clone(), webhook_settings.clone())
+            .context("cannot start webhook delivery")?;
+    let config = offload_server::ApiConfig {
+        body_limit: args.body_limit,
+        webhooks: webhook_settings,
+    };
+    let app = offload_server::router_with(client, metrics, &config);
     // answers go out at once instead of waiting for the client's ACK
     let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
@@ -129,6 +137,7 @@ pub(crate) async fn run(args: ServeArgs, globals: &Globals) -> anyhow::Result<()
         .with_graceful_shutdown(shutdown)
         .await
         .context("the HTTP server failed");
+    webhooks.stop().await;
     handle
         .shutdown()
         .await
