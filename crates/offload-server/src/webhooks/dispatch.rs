@@ -62,29 +62,11 @@ struct Round {
 async fn round(client: &Client) -> offload::Result<Round> {
     let store = client.store();
     let cursor = store.webhook_cursor().await?;
-    let Some(after) = cursor.clone() else {
-        // first run: start at the end of the log (history is not replayed)
-        let Some(latest) = client.event_cursor_latest().await? else {
-            return Ok(Round {
-                made: 0,
-                more: false,
-            });
-        };
-        store
-            .webhook_enqueue(&WebhookEnqueueParams {
-                expected_cursor: None,
-                new_cursor: latest,
-                deliveries: Vec::new(),
-            })
-            .await?;
-        return Ok(Round {
-            made: 0,
-            more: true,
-        });
-    };
     let page = client
         .events(&EventListParams {
-            after: Some(after),
+            // the first time, from the oldest kept event: subscriptions only
+            // take events after their creation, tasks' own webhooks were asked for
+            after: cursor.clone(),
             filter: Default::default(),
             limit: BATCH,
         })
