@@ -2,8 +2,9 @@
 """A remote offload worker in Python, standard library only.
 
 Leases `shout` tasks from `offload serve` (OFFLOAD_SERVER, default
-http://127.0.0.1:8750), runs them, keeps each lease alive with heartbeats,
-reports progress, and stops a task whose abort was requested.
+http://127.0.0.1:8750, with a `worker` token in OFFLOAD_TOKEN if the server
+asks for one), runs them, keeps each lease alive with heartbeats, reports
+progress, and stops a task whose abort was requested.
 """
 import json
 import os
@@ -13,6 +14,9 @@ import urllib.error
 import urllib.request
 
 SERVER = os.environ.get("OFFLOAD_SERVER", "http://127.0.0.1:8750")
+HEADERS = {"content-type": "application/json"}
+if os.environ.get("OFFLOAD_TOKEN"):
+    HEADERS["authorization"] = "Bearer " + os.environ["OFFLOAD_TOKEN"]
 
 
 class LeaseLost(Exception):
@@ -24,9 +28,7 @@ class Aborted(Exception):
 
 
 def call(path, body):
-    request = urllib.request.Request(
-        SERVER + path, json.dumps(body).encode(), {"content-type": "application/json"}
-    )
+    request = urllib.request.Request(SERVER + path, json.dumps(body).encode(), HEADERS)
     try:
         with urllib.request.urlopen(request, timeout=90) as answer:
             return json.load(answer)

@@ -192,12 +192,13 @@ async fn protocol_on_postgres() {
     protocol(&env).await;
 }
 
-fn python_worker(env: &Env, base: &str) -> Proc {
+fn python_worker(env: &Env, base: &str, token: &str) -> Proc {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/remote/worker.py");
     let log = env.path(&format!("python-{}.log", std::process::id()));
     let child = Command::new("python3")
         .arg(script)
         .env("OFFLOAD_SERVER", base)
+        .env("OFFLOAD_TOKEN", token)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -206,15 +207,29 @@ fn python_worker(env: &Env, base: &str) -> Proc {
 }
 
 /// The README's Python worker runs a task with progress; SIGKILLed mid-task,
-/// its task is rescued and another Python worker completes it.
+/// its task is rescued and another Python worker completes it. The server
+/// asks for tokens: the workers present a `worker` one.
 #[tokio::test]
 async fn python_worker_survives_a_sigkill_through_another() {
     let env = Env::new();
+    let worker_token = env.json(&["tokens", "create", "--role", "worker"])["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let producer = env.json(&["tokens", "create", "--role", "producer"])["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let (_server, base) = env.serve(&["--no-worker"]);
-    let http = Client::new();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        "authorization",
+        format!("Bearer {producer}").parse().unwrap(),
+    );
+    let http = Client::builder().default_headers(headers).build().unwrap();
     let tasks = format!("{base}/v1/tasks");
 
-    let first = python_worker(&env, &base);
+    let first = python_worker(&env, &base, &worker_token);
     let (_, quick) = post(
         &http,
         &tasks,
@@ -266,7 +281,7 @@ async fn python_worker_survives_a_sigkill_through_another() {
     first.signal(Signal::SIGKILL);
     first.wait_exit(Duration::from_secs(10));
 
-    let second = python_worker(&env, &base);
+    let second = python_worker(&env, &base, &worker_token);
     let r = http
         .get(format!("{url}/result?wait=60s"))
         .send()
