@@ -243,7 +243,7 @@ async fn webhooks(env: &Env, rx: &Receiver, base: &str) {
     assert!(errors[0].as_str().unwrap().contains("500"), "{errors:?}");
     assert_eq!(errors[2], &Value::Null);
     let table = env.ok(&["webhooks", "deliveries", flaky_id]);
-    assert_eq!(table.matches("500").count(), 2, "{table}");
+    assert_eq!(table.matches("answered 500").count(), 2, "{table}");
     let http = reqwest::Client::new();
     let via_api: Value = http
         .get(format!("{api}/v1/webhooks/deliveries?task_id={ok_task}"))

@@ -34,6 +34,9 @@
 
 mod harness;
 
+pub mod access;
+pub mod events;
+pub mod idempotency;
 pub mod leader;
 pub mod lease;
 pub mod lifecycle;
@@ -43,6 +46,7 @@ pub mod task_copy;
 pub mod task_finish;
 pub mod task_insert;
 pub mod task_manage;
+pub mod webhooks;
 
 pub use harness::{Fixture, Harness, LEASE, WORKER, lease_of};
 
@@ -170,6 +174,69 @@ macro_rules! suite {
             }
             lifecycle {
                 lifecycle_has_no_illegal_transition,
+            }
+            events {
+                events_insert_writes_created,
+                events_claim_and_progress_write_started_and_progress,
+                events_finish_outcomes_write_their_events,
+                events_stale_finish_writes_nothing,
+                events_abort_waiting_and_running,
+                events_rescue_writes_retrying_failed_aborted,
+                events_management_calls_write_none,
+                events_filters_select_kinds_names_queues_tasks,
+                events_pages_return_every_event_once_in_order,
+                events_cursor_moves_past_filtered_out_rows,
+                events_cursor_latest_then_only_later_events,
+                events_bad_cursor_or_limit_is_invalid,
+                events_purge_deletes_older_events_up_to_limit,
+            }
+            idempotency {
+                idempotent_first_insert_inserts,
+                idempotent_same_request_replays_first_ids,
+                idempotent_other_request_conflicts,
+                idempotent_keys_are_independent,
+                idempotent_expired_key_inserts_again,
+                idempotent_concurrent_requests_insert_once,
+                idempotent_failed_insert_stores_no_key,
+                idempotent_invalid_key_is_refused,
+                idempotent_insert_notifies_available,
+                idempotency_purge_respects_expiry_and_limit,
+            }
+            access {
+                token_round_trip,
+                token_every_role_round_trips,
+                token_duplicate_id_conflicts,
+                token_invalid_fields_are_refused,
+                token_delete_reports_existence,
+                token_list_oldest_first,
+                audit_insert_and_list_newest_first,
+                audit_pages_with_before,
+                audit_filters_by_actions_and_target,
+                audit_list_bad_limit_is_invalid,
+                audit_invalid_records_are_refused,
+            }
+            webhooks {
+                webhook_round_trip_and_list_oldest_first,
+                webhook_duplicate_id_conflicts,
+                webhook_invalid_fields_are_refused,
+                webhook_delete_cascades_to_deliveries,
+                webhook_enqueue_moves_cursor_compare_and_set,
+                webhook_enqueue_stale_cursor_stores_nothing,
+                webhook_enqueue_concurrent_only_one_wins,
+                webhook_enqueue_duplicate_delivery_conflicts,
+                webhook_enqueue_invalid_delivery_is_refused,
+                webhook_claim_only_due_oldest_first,
+                webhook_claim_lease_hides_until_it_lapses,
+                webhook_claim_concurrent_claimers_never_share,
+                webhook_record_attempts_and_return_them,
+                webhook_record_stale_attempt_conflicts,
+                webhook_record_pending_needs_retry_at,
+                webhook_record_unknown_or_finished_conflicts,
+                webhook_delivery_list_filters_and_order,
+                webhook_delivery_limits_are_checked,
+                webhook_delivery_purge_only_finished_and_old,
+                webhook_task_secret_first_writer_wins,
+                task_webhook_option_round_trips,
             }
         }
     };

@@ -48,3 +48,64 @@ CREATE TABLE {schema}.audit_log (
     details jsonb       NOT NULL
 );
 CREATE INDEX audit_log_target ON {schema}.audit_log (target, seq) WHERE target IS NOT NULL;
+CREATE INDEX audit_log_action ON {schema}.audit_log (action, seq);
+
+-- The `webhook` option of a task: where its end is POSTed (NULL: none).
+ALTER TABLE {schema}.tasks ADD COLUMN webhook text;
+
+-- Webhook subscriptions: event types ("task.succeeded", ...), and the
+-- task names and queues they are limited to (empty: any).
+CREATE TABLE {schema}.webhooks (
+    id         text        PRIMARY KEY,
+    url        text        NOT NULL,
+    secret     text        NOT NULL,
+    events     text[]      NOT NULL,
+    names      text[]      NOT NULL DEFAULT '{}',
+    queues     text[]      NOT NULL DEFAULT '{}',
+    created_at timestamptz NOT NULL
+);
+
+-- The durable queue of webhook deliveries. webhook_id is NULL for a
+-- task's own webhook. next_attempt_at is set while pending (a claim moves
+-- it forward by the sender's lease) and NULL once delivered or failed;
+-- attempts counts the rows in webhook_delivery_attempts.
+CREATE TABLE {schema}.webhook_deliveries (
+    id              text        PRIMARY KEY,
+    webhook_id      text,
+    url             text        NOT NULL,
+    event           text        NOT NULL,
+    task_id         uuid        NOT NULL,
+    payload         text        NOT NULL,
+    status          text        NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+    created_at      timestamptz NOT NULL,
+    next_attempt_at timestamptz,
+    attempts        integer     NOT NULL DEFAULT 0
+);
+-- The claim of due deliveries: only pending rows, in due order.
+CREATE INDEX webhook_deliveries_due ON {schema}.webhook_deliveries (next_attempt_at, id)
+    WHERE status = 'pending';
+-- Lists (newest first, optionally of one subscription or one task) and
+-- the purge of old finished deliveries.
+CREATE INDEX webhook_deliveries_created ON {schema}.webhook_deliveries (created_at, id);
+CREATE INDEX webhook_deliveries_webhook ON {schema}.webhook_deliveries (webhook_id, created_at, id)
+    WHERE webhook_id IS NOT NULL;
+CREATE INDEX webhook_deliveries_task ON {schema}.webhook_deliveries (task_id, created_at, id);
+
+-- Every attempt of a delivery, numbered from 1; deleted with it.
+CREATE TABLE {schema}.webhook_delivery_attempts (
+    delivery_id text        NOT NULL
+        REFERENCES {schema}.webhook_deliveries (id) ON DELETE CASCADE,
+    attempt     integer     NOT NULL,
+    at          timestamptz NOT NULL,
+    status_code integer,
+    latency_ms  bigint      NOT NULL,
+    error       text,
+    PRIMARY KEY (delivery_id, attempt)
+);
+
+-- Settings of the webhook dispatcher: 'cursor' (its place in the event
+-- log) and 'task_secret' (the signing secret of tasks' own webhooks).
+CREATE TABLE {schema}.webhook_state (
+    key   text PRIMARY KEY,
+    value text NOT NULL
+);

@@ -21,7 +21,7 @@ use crate::error::{corrupt, map};
 /// The task columns, in the order [`task`] reads them, each prefixed with
 /// `alias.` when an alias is given.
 pub(crate) fn task_columns(alias: &str) -> String {
-    const COLUMNS: [&str; 24] = [
+    const COLUMNS: [&str; 25] = [
         "id",
         "name",
         "queue",
@@ -46,6 +46,7 @@ pub(crate) fn task_columns(alias: &str) -> String {
         "started_at",
         "finished_at",
         "updated_at",
+        "webhook",
     ];
     COLUMNS
         .iter()
@@ -107,6 +108,7 @@ pub(crate) fn task(row: &PgRow) -> StoreResult<Task> {
         retry: opt_json("retry", get(row, 13)?)?,
         tags: from_json("tags", get(row, 14)?)?,
         metadata: get(row, 15)?,
+        webhook: get(row, 24)?,
         abort_requested_at: get(row, 16)?,
         // The column keeps the last attempt's worker; a task shows who
         // holds its lease, so only while running.
@@ -184,6 +186,8 @@ pub(crate) struct NewRows {
     pub(crate) tags: Vec<Option<Value>>,
     /// `None`: no metadata (`{}`, filled in by the statement).
     pub(crate) metadata: Vec<Option<Value>>,
+    /// The `webhook` option (`None`: none).
+    pub(crate) webhooks: Vec<Option<String>>,
 }
 
 impl NewRows {
@@ -214,6 +218,7 @@ impl NewRows {
         self.tags
             .push((!o.tags.is_empty()).then(|| json(&o.tags)).transpose()?);
         self.metadata.push(o.metadata.clone());
+        self.webhooks.push(o.webhook.clone());
         Ok(())
     }
 }

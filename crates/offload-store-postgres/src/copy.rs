@@ -102,6 +102,7 @@ fn check(i: usize, r: &TaskRecord) -> StoreResult<()> {
     options.tags = t.tags.clone();
     options.timeout = t.timeout;
     options.retry = t.retry.clone();
+    options.webhook = t.webhook.clone();
     let probe = NewTask {
         id: t.id,
         name: t.name.clone(),
@@ -163,19 +164,19 @@ pub(crate) async fn import(store: &PgStore, p: &TaskImportParams) -> StoreResult
         "WITH ins AS (INSERT INTO {q}.tasks (id, name, queue, input, status, output, error, \
          progress, priority, attempt, max_attempts, run_at, timeout_ms, retry, tags, metadata, \
          abort_requested_at, worker_id, lease_token, lease_expires_at, created_at, started_at, \
-         finished_at, updated_at, history) \
+         finished_at, updated_at, history, webhook) \
          SELECT id, name, queue, input, status, output, error, progress, priority, attempt, \
          max_attempts, run_at, timeout_ms, retry, tags, metadata, abort_requested_at, worker_id, \
          CASE WHEN status = 'running' THEN gen_random_uuid() END, lease_expires_at, created_at, \
-         started_at, finished_at, updated_at, history \
+         started_at, finished_at, updated_at, history, webhook \
          FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::text[], $6::jsonb[], \
          $7::jsonb[], $8::jsonb[], $9::int4[], $10::int4[], $11::int4[], $12::timestamptz[], \
          $13::int8[], $14::jsonb[], $15::jsonb[], $16::jsonb[], $17::timestamptz[], $18::text[], \
          $19::timestamptz[], $20::timestamptz[], $21::timestamptz[], $22::timestamptz[], \
-         $23::timestamptz[], $24::int4[]) \
+         $23::timestamptz[], $24::int4[], $33::text[]) \
          AS u(id, name, queue, input, status, output, error, progress, priority, attempt, \
          max_attempts, run_at, timeout_ms, retry, tags, metadata, abort_requested_at, worker_id, \
-         lease_expires_at, created_at, started_at, finished_at, updated_at, history) \
+         lease_expires_at, created_at, started_at, finished_at, updated_at, history, webhook) \
          ON CONFLICT (id) DO NOTHING RETURNING id, queue, status), \
          hist AS (INSERT INTO {q}.task_attempts \
          (task_id, seq, attempt, worker_id, started_at, finished_at, outcome, error) \
@@ -218,6 +219,7 @@ pub(crate) async fn import(store: &PgStore, p: &TaskImportParams) -> StoreResult
         .bind(&a.finished)
         .bind(&a.outcomes)
         .bind(&a.errors)
+        .bind(&t.webhooks)
         .fetch_all(&store.inner.pool)
         .await
         .map_err(map)?;
@@ -276,6 +278,7 @@ struct TaskCols {
     finished_at: Vec<Option<chrono::DateTime<chrono::Utc>>>,
     updated_at: Vec<chrono::DateTime<chrono::Utc>>,
     history: Vec<i32>,
+    webhooks: Vec<Option<String>>,
 }
 
 impl TaskCols {
@@ -318,6 +321,7 @@ impl TaskCols {
         self.finished_at.push(t.finished_at);
         self.updated_at.push(t.updated_at);
         self.history.push(history);
+        self.webhooks.push(t.webhook.clone());
         Ok(())
     }
 }

@@ -10,8 +10,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use offload_store::{
-    FinishOutcome, FinishResult, LeaseState, Notification, RescuedTask, StoreError, StoreResult,
-    TaskClaimParams, TaskFinishParams, TaskHeartbeatParams, TaskProgressParams, TaskRescueParams,
+    EventKind, FinishOutcome, FinishResult, LeaseState, Notification, RescuedTask, StoreError,
+    StoreResult, TaskClaimParams, TaskFinishParams, TaskHeartbeatParams, TaskProgressParams,
+    TaskRescueParams,
 };
 use offload_types::{AttemptOutcome, NewTask, Status, Task, TaskId, ValidationError};
 use serde_json::Value;
@@ -21,6 +22,7 @@ use uuid::Uuid;
 use crate::PgStore;
 use crate::codec::{self, NewRows, after, json, task_columns, uuid};
 use crate::error::{map, sqlstate};
+use crate::events::{NewEvent, finish_event, rescue_event};
 use crate::notify::{Payload, Plan};
 
 /// The hot statements of one schema, built once per store.
@@ -39,14 +41,19 @@ impl Statements {
         Self {
             insert: Arc::from(format!(
                 "WITH ins AS (INSERT INTO {q}.tasks (id, name, queue, input, status, priority, \
-                 max_attempts, run_at, timeout_ms, retry, tags, metadata, created_at, updated_at) \
+                 max_attempts, run_at, timeout_ms, retry, tags, metadata, webhook, created_at, \
+                 updated_at) \
                  SELECT u.id, u.name, u.queue, u.input, u.status, u.priority, u.max_attempts, \
                  u.run_at, u.timeout_ms, u.retry, coalesce(u.tags, '[]'), \
-                 coalesce(u.metadata, '{{}}'), $13, $13 FROM unnest($1::uuid[], $2::text[], \
-                 $3::text[], $4::jsonb[], $5::text[], $6::int4[], $7::int4[], \
-                 $8::timestamptz[], $9::int8[], $10::jsonb[], $11::jsonb[], $12::jsonb[]) \
+                 coalesce(u.metadata, '{{}}'), u.webhook, $13, $13 FROM unnest($1::uuid[], \
+                 $2::text[], $3::text[], $4::jsonb[], $5::text[], $6::int4[], $7::int4[], \
+                 $8::timestamptz[], $9::int8[], $10::jsonb[], $11::jsonb[], $12::jsonb[], \
+                 $16::text[]) \
                  AS u(id, name, queue, input, status, priority, max_attempts, run_at, \
-                 timeout_ms, retry, tags, metadata)) \
+                 timeout_ms, retry, tags, metadata, webhook) RETURNING id, name, queue, status), \
+                 ev AS (INSERT INTO {q}.events (at, kind, task_id, name, queue, attempt, data) \
+                 SELECT $13, 'task.created', id, name, queue, 0, \
+                 jsonb_build_object('status', status) FROM ins) \
                  SELECT pg_notify($14, $15) WHERE $15 IS NOT NULL"
             )),
             claim_any: claim_sql(q, false).into(),
@@ -61,7 +68,10 @@ impl Statements {
                 "WITH up AS (UPDATE {q}.tasks t SET progress = u.progress, updated_at = $4 \
                  FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[]) AS u(id, token, progress) \
                  WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running' \
-                 RETURNING t.id, u.token, t.abort_requested_at IS NOT NULL AS abort) \
+                 RETURNING t.id, u.token, t.abort_requested_at IS NOT NULL AS abort, t.name, \
+                 t.queue, t.attempt, u.progress), \
+                 ev AS (INSERT INTO {q}.events (at, kind, task_id, name, queue, attempt, data) \
+                 SELECT $4, 'task.progress', id, name, queue, attempt, progress FROM up) \
                  SELECT id, token, abort, (SELECT pg_notify($5, $6) WHERE $6 IS NOT NULL) IS NULL FROM up"
             )),
             finish: finish_sql(q).into(),
@@ -72,7 +82,8 @@ impl Statements {
 /// The claim: up to `$2` ready tasks of queue `$1` (pending ones, and
 /// scheduled ones whose `run_at` has come, which go straight to running),
 /// in priority order, skipping rows other claimers hold; each gets a fresh
-/// lease token. `$3` worker, `$4` lease expiry, `$5` now, `$6` names.
+/// lease token, and its `task.started` event. `$3` worker, `$4` lease
+/// expiry, `$5` now, `$6` names.
 fn claim_sql(q: &str, named: bool) -> String {
     let names = if named { " AND name = ANY($6)" } else { "" };
     let cols = task_columns("t");
@@ -84,23 +95,30 @@ fn claim_sql(q: &str, named: bool) -> String {
          WHERE status = 'scheduled' AND queue = $1 AND run_at <= $5{names} \
          ORDER BY priority DESC, run_at, id LIMIT $2 FOR UPDATE SKIP LOCKED), \
          picked AS (SELECT id FROM (SELECT * FROM ready UNION ALL SELECT * FROM due) c \
-         ORDER BY priority DESC, run_at, id LIMIT $2) \
-         UPDATE {q}.tasks t SET status = 'running', attempt = t.attempt + 1, worker_id = $3, \
-         lease_token = gen_random_uuid(), lease_expires_at = $4, started_at = $5, \
-         updated_at = $5, progress = NULL \
-         FROM picked WHERE t.id = picked.id RETURNING {cols}"
+         ORDER BY priority DESC, run_at, id LIMIT $2), \
+         claimed AS (UPDATE {q}.tasks t SET status = 'running', attempt = t.attempt + 1, \
+         worker_id = $3, lease_token = gen_random_uuid(), lease_expires_at = $4, \
+         started_at = $5, updated_at = $5, progress = NULL \
+         FROM picked WHERE t.id = picked.id RETURNING {cols}), \
+         ev AS (INSERT INTO {q}.events (at, kind, task_id, name, queue, attempt, data) \
+         SELECT $5, 'task.started', id, name, queue, attempt, \
+         jsonb_build_object('worker_id', $3::text) FROM claimed) \
+         SELECT * FROM claimed"
     )
 }
 
 /// Ends attempts of live leases: the task's new state, the lease cleared,
-/// and one `task_attempts` row per attempt, in one statement, with the
-/// notification `$12` (when not NULL). Returns the accepted tasks with
-/// their new status.
+/// one `task_attempts` row per attempt, and the event of each accepted
+/// item that has one (kind `$13`, data `$14`; NULL kind: none), in one
+/// statement, with the notification `$12` (when not NULL). Returns the
+/// accepted tasks with their new status.
 fn finish_sql(q: &str) -> String {
     format!(
         "WITH u AS (SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], \
-         $5::bool[], $6::jsonb[], $7::timestamptz[], $8::int4[], $9::text[]) \
-         AS u(id, token, status, output, set_error, error, run_at, uncount, outcome)), \
+         $5::bool[], $6::jsonb[], $7::timestamptz[], $8::int4[], $9::text[], $13::text[], \
+         $14::jsonb[]) \
+         AS u(id, token, status, output, set_error, error, run_at, uncount, outcome, ev_kind, \
+         ev_data)), \
          ended AS (UPDATE {q}.tasks t SET status = u.status, output = coalesce(u.output, t.output), \
          error = CASE WHEN u.set_error THEN u.error ELSE t.error END, \
          run_at = coalesce(u.run_at, t.run_at), attempt = t.attempt - u.uncount, \
@@ -108,11 +126,15 @@ fn finish_sql(q: &str) -> String {
          lease_token = NULL, lease_expires_at = NULL, updated_at = $10, history = t.history + 1 \
          FROM u WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running' \
          RETURNING t.id, t.queue, t.status, t.history - 1 AS seq, t.attempt + u.uncount AS attempt, \
-         t.worker_id, t.started_at, u.outcome, CASE WHEN u.set_error THEN u.error END AS error), \
+         t.worker_id, t.started_at, u.outcome, CASE WHEN u.set_error THEN u.error END AS error, \
+         t.name, t.attempt AS now_attempt, u.ev_kind, u.ev_data), \
          hist AS (INSERT INTO {q}.task_attempts \
          (task_id, seq, attempt, worker_id, started_at, finished_at, outcome, error) \
          SELECT id, seq, attempt, coalesce(worker_id, ''), coalesce(started_at, $10), $10, \
-         outcome, error FROM ended) \
+         outcome, error FROM ended), \
+         ev AS (INSERT INTO {q}.events (at, kind, task_id, name, queue, attempt, data) \
+         SELECT $10, ev_kind, id, name, queue, now_attempt, ev_data FROM ended \
+         WHERE ev_kind IS NOT NULL) \
          SELECT e.id, e.status, (SELECT pg_notify($11, $12) WHERE $12 IS NOT NULL) IS NULL \
          FROM ended e"
     )
@@ -191,6 +213,7 @@ pub(crate) async fn insert(
         .bind(now)
         .bind(&store.inner.channel)
         .bind(&text)
+        .bind(&rows.webhooks)
         .execute(&mut *conn)
         .await;
     drop(flight);
@@ -332,6 +355,8 @@ pub(crate) async fn explain_hot(store: &PgStore) -> StoreResult<Vec<(&'static st
         .bind(now)
         .bind(&store.inner.channel)
         .bind("explain")
+        .bind(vec![Some("task.succeeded"), None])
+        .bind(vec![Some(Value::Object(Default::default())), None])
         .fetch_all(&mut *conn)
         .await
         .map_err(map)?;
@@ -450,6 +475,8 @@ struct Ends {
     run_ats: Vec<Option<DateTime<Utc>>>,
     uncounts: Vec<i32>,
     outcomes: Vec<&'static str>,
+    event_kinds: Vec<Option<&'static str>>,
+    event_data: Vec<Option<Value>>,
 }
 
 /// How one attempt ends, as columns.
@@ -461,6 +488,7 @@ struct End {
     run_at: Option<DateTime<Utc>>,
     uncount: bool,
     outcome: AttemptOutcome,
+    event: Option<NewEvent>,
 }
 
 impl End {
@@ -474,6 +502,7 @@ impl End {
             run_at: e.run_at,
             uncount: e.uncount,
             outcome: e.outcome,
+            event: finish_event(outcome)?,
         })
     }
 }
@@ -489,6 +518,9 @@ impl Ends {
         self.run_ats.push(e.run_at);
         self.uncounts.push(i32::from(e.uncount));
         self.outcomes.push(e.outcome.as_str());
+        let (kind, data) = e.event.unzip();
+        self.event_kinds.push(kind.map(EventKind::as_str));
+        self.event_data.push(data);
     }
 }
 
@@ -517,6 +549,8 @@ where
         .bind(now)
         .bind(&store.inner.channel)
         .bind(note)
+        .bind(&ends.event_kinds)
+        .bind(&ends.event_data)
         .fetch_all(conn)
         .await
         .map_err(map)?;
@@ -729,7 +763,7 @@ pub(crate) async fn rescue(store: &PgStore, p: &TaskRescueParams) -> StoreResult
     }
     let mut tx = store.inner.pool.begin().await.map_err(map)?;
     let sql = format!(
-        "SELECT id, lease_token, attempt, max_attempts, abort_requested_at IS NOT NULL \
+        "SELECT id, lease_token, attempt, max_attempts, abort_requested_at IS NOT NULL, run_at \
          FROM {}.tasks WHERE status = 'running' AND lease_expires_at < $1 \
          ORDER BY lease_expires_at LIMIT $2 FOR UPDATE SKIP LOCKED",
         store.q()
@@ -750,6 +784,7 @@ pub(crate) async fn rescue(store: &PgStore, p: &TaskRescueParams) -> StoreResult
         let attempt: i32 = r.try_get(2).map_err(map)?;
         let max_attempts: i32 = r.try_get(3).map_err(map)?;
         let abort: bool = r.try_get(4).map_err(map)?;
+        let run_at: DateTime<Utc> = r.try_get(5).map_err(map)?;
         let Some(token) = token else { continue };
         let (status, record) = offload_store::rescue_outcome(
             u32::try_from(attempt).unwrap_or(0),
@@ -768,6 +803,7 @@ pub(crate) async fn rescue(store: &PgStore, p: &TaskRescueParams) -> StoreResult
                 run_at: None,
                 uncount: false,
                 outcome: AttemptOutcome::LeaseExpired,
+                event: Some(rescue_event(status, &record, run_at)?),
             },
         );
     }

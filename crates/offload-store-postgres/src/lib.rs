@@ -27,17 +27,21 @@
 //! # Ok(()) }
 //! ```
 
+mod access;
 mod codec;
 mod copy;
 mod error;
+mod events;
 mod filter;
 mod hot;
+mod idempotency;
 mod leader;
 mod manage;
 mod notify;
 mod options;
 mod schema;
 mod store;
+mod webhooks;
 
 pub use options::{DEFAULT_SCHEMA, MAX_SCHEMA_LEN, PgOptions, check_schema, redact};
 pub use schema::SCHEMA_VERSION;

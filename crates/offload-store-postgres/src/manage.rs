@@ -240,17 +240,23 @@ pub(crate) async fn abort(store: &PgStore, p: &TaskAbortParams) -> StoreResult<T
         notes.insert(0, Notification::AbortRequested { ids: vec![p.id] });
         task
     } else {
-        let record = json(&offload_store::abort_record(
+        let record = offload_store::abort_record(
             p.reason.as_deref(),
             u32::try_from(cur.attempt).unwrap_or(0),
             p.now,
-        ))?;
+        );
+        let data = crate::events::error_data(&record)?;
+        let record = json(&record)?;
+        // The task and its `task.aborted` event in one statement.
         let sql = format!(
-            "UPDATE {q}.tasks SET status = 'aborted', error = $2, finished_at = $3, \
-             updated_at = $3 WHERE id = $1 RETURNING {cols}"
+            "WITH aborted AS (UPDATE {q}.tasks SET status = 'aborted', error = $2, \
+             finished_at = $3, updated_at = $3 WHERE id = $1 RETURNING {cols}), \
+             ev AS (INSERT INTO {q}.events (at, kind, task_id, name, queue, attempt, data) \
+             SELECT $3, 'task.aborted', id, name, queue, attempt, $4 FROM aborted) \
+             SELECT * FROM aborted"
         );
         returning(&mut tx, &sql, |qy| {
-            qy.bind(uuid(p.id)).bind(record).bind(p.now)
+            qy.bind(uuid(p.id)).bind(record).bind(p.now).bind(data)
         })
         .await?
     };

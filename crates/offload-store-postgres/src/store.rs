@@ -390,62 +390,112 @@ impl Store for PgStore {
     }
     async fn task_insert_idempotent(
         &self,
-        _params: &TaskInsertParams,
-        _key: &offload_store::IdempotencyKey,
+        params: &TaskInsertParams,
+        key: &offload_store::IdempotencyKey,
     ) -> StoreResult<offload_store::IdempotentInsert> {
-        Err(StoreError::Unavailable(
-            "STUB task_insert_idempotent".to_owned(),
-        ))
+        crate::idempotency::insert(self, params, key).await
     }
 
     async fn idempotency_purge(
         &self,
-        _params: &offload_store::PurgeBeforeParams,
+        params: &offload_store::PurgeBeforeParams,
     ) -> StoreResult<u64> {
-        Err(StoreError::Unavailable("STUB idempotency_purge".to_owned()))
+        crate::idempotency::purge(self, params).await
     }
 
     async fn event_list(
         &self,
-        _params: &offload_store::EventListParams,
+        params: &offload_store::EventListParams,
     ) -> StoreResult<offload_store::EventPage> {
-        Err(StoreError::Unavailable("STUB event_list".to_owned()))
+        crate::events::list(self, params).await
     }
 
     async fn event_cursor_latest(&self) -> StoreResult<Option<String>> {
-        Err(StoreError::Unavailable(
-            "STUB event_cursor_latest".to_owned(),
-        ))
+        crate::events::latest(self).await
     }
 
-    async fn event_purge(&self, _params: &offload_store::PurgeBeforeParams) -> StoreResult<u64> {
-        Err(StoreError::Unavailable("STUB event_purge".to_owned()))
+    async fn event_purge(&self, params: &offload_store::PurgeBeforeParams) -> StoreResult<u64> {
+        crate::events::purge(self, params).await
     }
 
-    async fn token_insert(&self, _token: &offload_store::TokenRecord) -> StoreResult<()> {
-        Err(StoreError::Unavailable("STUB token_insert".to_owned()))
+    async fn token_insert(&self, token: &offload_store::TokenRecord) -> StoreResult<()> {
+        crate::access::token_insert(self, token).await
     }
 
-    async fn token_get(&self, _id: &str) -> StoreResult<Option<offload_store::TokenRecord>> {
-        Err(StoreError::Unavailable("STUB token_get".to_owned()))
+    async fn token_get(&self, id: &str) -> StoreResult<Option<offload_store::TokenRecord>> {
+        crate::access::token_get(self, id).await
     }
 
     async fn token_list(&self) -> StoreResult<Vec<offload_store::TokenRecord>> {
-        Err(StoreError::Unavailable("STUB token_list".to_owned()))
+        crate::access::token_list(self).await
     }
 
-    async fn token_delete(&self, _id: &str) -> StoreResult<bool> {
-        Err(StoreError::Unavailable("STUB token_delete".to_owned()))
+    async fn token_delete(&self, id: &str) -> StoreResult<bool> {
+        crate::access::token_delete(self, id).await
     }
 
-    async fn audit_insert(&self, _record: &offload_store::NewAuditRecord) -> StoreResult<i64> {
-        Err(StoreError::Unavailable("STUB audit_insert".to_owned()))
+    async fn audit_insert(&self, record: &offload_store::NewAuditRecord) -> StoreResult<i64> {
+        crate::access::audit_insert(self, record).await
     }
 
     async fn audit_list(
         &self,
-        _params: &offload_store::AuditListParams,
+        params: &offload_store::AuditListParams,
     ) -> StoreResult<offload_store::AuditPage> {
-        Err(StoreError::Unavailable("STUB audit_list".to_owned()))
+        crate::access::audit_list(self, params).await
+    }
+    async fn webhook_insert(&self, webhook: &offload_store::WebhookRecord) -> StoreResult<()> {
+        crate::webhooks::insert(self, webhook).await
+    }
+
+    async fn webhook_list(&self) -> StoreResult<Vec<offload_store::WebhookRecord>> {
+        crate::webhooks::list(self).await
+    }
+
+    async fn webhook_delete(&self, id: &str) -> StoreResult<bool> {
+        crate::webhooks::delete(self, id).await
+    }
+
+    async fn webhook_cursor(&self) -> StoreResult<Option<String>> {
+        crate::webhooks::cursor(self).await
+    }
+
+    async fn webhook_enqueue(
+        &self,
+        params: &offload_store::WebhookEnqueueParams,
+    ) -> StoreResult<bool> {
+        crate::webhooks::enqueue(self, params).await
+    }
+
+    async fn webhook_delivery_claim(
+        &self,
+        params: &offload_store::DeliveryClaimParams,
+    ) -> StoreResult<Vec<offload_store::Delivery>> {
+        crate::webhooks::claim(self, params).await
+    }
+
+    async fn webhook_delivery_record(
+        &self,
+        params: &offload_store::DeliveryRecordParams,
+    ) -> StoreResult<()> {
+        crate::webhooks::record(self, params).await
+    }
+
+    async fn webhook_delivery_list(
+        &self,
+        params: &offload_store::DeliveryListParams,
+    ) -> StoreResult<Vec<offload_store::Delivery>> {
+        crate::webhooks::list_deliveries(self, params).await
+    }
+
+    async fn webhook_delivery_purge(
+        &self,
+        params: &offload_store::PurgeBeforeParams,
+    ) -> StoreResult<u64> {
+        crate::webhooks::purge(self, params).await
+    }
+
+    async fn webhook_task_secret(&self, candidate: &str) -> StoreResult<String> {
+        crate::webhooks::task_secret(self, candidate).await
     }
 }

@@ -8,7 +8,10 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use offload_store::{Notification, Store, StoreError, TaskClaimParams, TaskInsertParams};
+use offload_store::{
+    EventFilter, EventKind, EventListParams, Notification, Store, StoreError, TaskClaimParams,
+    TaskInsertParams,
+};
 use offload_store_postgres::{PgStore, sqlx};
 use offload_test_support::PgSchema;
 use offload_types::{NewTask, Status, TaskOptions};
@@ -228,7 +231,8 @@ async fn processes_opening_at_once_migrate_once() {
     .await
     .unwrap()
     .get(0);
-    assert_eq!(n, 1);
+    // one row per migration, each applied once
+    assert_eq!(n, i64::from(offload_store_postgres::SCHEMA_VERSION));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -355,4 +359,107 @@ async fn terminated_connections_are_replaced_and_the_listener_comes_back() {
         .await;
     }
     assert!(heard, "the listener came back");
+}
+
+/// An event of a transaction that commits late is never skipped: while an
+/// application's transaction that enqueued a task is open, an event
+/// committed after it began (later in the log's `(tx, seq)` order) is not
+/// readable yet, so a reader polling meanwhile cannot move its cursor past
+/// the open transaction's event; after the commit the reader gets both,
+/// in log order, once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_a_transaction_that_commits_late_are_not_skipped() {
+    let schema = PgSchema::new().await;
+    let store = open(&schema).await;
+    let reader = open(&schema).await;
+    let q = format!("\"{}\"", schema.name());
+    let read = |after: Option<String>, names: Vec<String>| {
+        let reader = reader.clone();
+        async move {
+            reader
+                .event_list(&EventListParams {
+                    after,
+                    filter: EventFilter {
+                        names,
+                        ..EventFilter::default()
+                    },
+                    limit: 100,
+                })
+                .await
+                .unwrap()
+        }
+    };
+
+    let late = NewTask::new("late", json!(null));
+    let mut tx = store.pool().begin().await.unwrap();
+    store
+        .insert_in(&mut tx, std::slice::from_ref(&late), Utc::now())
+        .await
+        .unwrap();
+    let early = store
+        .task_insert_many(&TaskInsertParams {
+            tasks: vec![NewTask::new("early", json!(null))],
+            now: Utc::now(),
+        })
+        .await
+        .unwrap()[0];
+    let committed: i64 = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {q}.events WHERE name = 'early'"
+    )))
+    .fetch_one(reader.pool())
+    .await
+    .unwrap()
+    .get(0);
+    assert_eq!(committed, 1, "the later transaction's event has committed");
+
+    let mut cursor = None;
+    let mut filtered_cursor = None;
+    for _ in 0..10 {
+        let page = read(cursor.clone(), Vec::new()).await;
+        assert!(
+            page.events.is_empty(),
+            "nothing is readable while an earlier transaction is open: {:?}",
+            page.events
+        );
+        cursor = page.cursor;
+        let page = read(filtered_cursor.clone(), vec!["early".to_owned()]).await;
+        assert!(page.events.is_empty(), "{:?}", page.events);
+        filtered_cursor = page.cursor;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(cursor, None, "the cursor did not move");
+    assert_eq!(filtered_cursor, None, "the filtered cursor did not move");
+    assert_eq!(reader.event_cursor_latest().await.unwrap(), None);
+
+    tx.commit().await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut events = Vec::new();
+    while events.len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the events were not readable after the commit: {events:?}"
+        );
+        let page = read(cursor.clone(), Vec::new()).await;
+        events.extend(page.events);
+        cursor = page.cursor;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (e.task_id, e.kind))
+            .collect::<Vec<_>>(),
+        vec![(late.id, EventKind::Created), (early, EventKind::Created)],
+        "the late transaction's event first, as the log orders it"
+    );
+    let page = read(filtered_cursor, vec!["early".to_owned()]).await;
+    assert_eq!(
+        page.events.iter().map(|e| e.task_id).collect::<Vec<_>>(),
+        vec![early],
+        "the filtered reader did not skip it either"
+    );
+    assert!(
+        read(cursor, Vec::new()).await.events.is_empty(),
+        "each event once"
+    );
 }

@@ -23,7 +23,7 @@ use crate::error::corrupt;
 pub(crate) const TASK_COLUMNS: &str = "id, name, queue, input, status, output, error, progress, \
      priority, attempt, max_attempts, run_at, timeout_ms, retry, tags, metadata, \
      abort_requested_at, worker_id, lease_token, lease_expires_at, created_at, started_at, \
-     finished_at, updated_at, rid";
+     finished_at, updated_at, rid, webhook";
 
 /// What a claim reads of each task it takes, in the order
 /// [`RawClaimed::from_row`] reads them: what the row holds that the claim
@@ -31,7 +31,7 @@ pub(crate) const TASK_COLUMNS: &str = "id, name, queue, input, status, output, e
 /// lease token, drawn afterwards, is a placeholder).
 pub(crate) const CLAIM_COLUMNS: &str = "rid, 0, id, name, input, output, error, priority, \
      attempt + 1, max_attempts, run_at, timeout_ms, retry, tags, metadata, abort_requested_at, \
-     created_at";
+     created_at, webhook";
 
 /// A lease as the store keeps it: the public [`LeaseToken`] is the task
 /// row's `rid` (8 bytes, big-endian) followed by the attempt's random
@@ -143,6 +143,7 @@ pub(crate) struct RawTask {
     finished_at: Option<i64>,
     updated_at: i64,
     rid: i64,
+    webhook: Option<String>,
 }
 
 impl RawTask {
@@ -174,6 +175,7 @@ impl RawTask {
             finished_at: row.get(22)?,
             updated_at: row.get(23)?,
             rid: row.get(24)?,
+            webhook: row.get(25)?,
         })
     }
 
@@ -213,6 +215,7 @@ impl RawTask {
             retry: opt_json("retry", self.retry.as_deref())?,
             tags: parse_json("tags", &self.tags)?,
             metadata: parse_json("metadata", &self.metadata)?,
+            webhook: self.webhook,
             abort_requested_at: opt_time(self.abort_requested_at)?,
             worker_id,
             lease_token: self.lease_token.map(|t| lease_token(self.rid, t)),
@@ -255,6 +258,7 @@ pub(crate) struct RawClaimed {
     metadata: Option<String>,
     abort_requested_at: Option<i64>,
     created_at: i64,
+    webhook: Option<String>,
 }
 
 /// A JSON text column unless it holds `default` (most tasks' tags and
@@ -296,12 +300,19 @@ impl RawClaimed {
             metadata: unless_default(row, 14, "{}")?,
             abort_requested_at: row.get(15)?,
             created_at: row.get(16)?,
+            webhook: row.get(17)?,
         })
     }
 
     /// The task's row.
     pub(crate) fn rid(&self) -> i64 {
         self.rid
+    }
+
+    /// The task's id, name and attempt (the one the claim started), for
+    /// its `task.started` event.
+    pub(crate) fn event_fields(&self) -> ([u8; 16], &str, i64) {
+        (self.id, &self.name, self.attempt)
     }
 
     /// Sets the lease token the claim drew.
@@ -333,6 +344,7 @@ impl RawClaimed {
             tags: opt_json("tags", self.tags.as_deref())?.unwrap_or_default(),
             metadata: opt_json("metadata", self.metadata.as_deref())?
                 .unwrap_or_else(|| serde_json::Value::Object(serde_json::Map::new())),
+            webhook: self.webhook,
             abort_requested_at: opt_time(self.abort_requested_at)?,
             worker_id: Some(set.worker_id.clone()),
             lease_token: Some(lease_token(self.rid, self.lease_token)),
@@ -410,6 +422,7 @@ pub(crate) struct NewRow {
     pub(crate) retry: Option<String>,
     pub(crate) tags: String,
     pub(crate) metadata: String,
+    pub(crate) webhook: Option<String>,
 }
 
 impl NewRow {
@@ -443,6 +456,7 @@ impl NewRow {
                 Some(m) => json(m)?,
                 None => "{}".to_owned(),
             },
+            webhook: o.webhook.clone(),
         })
     }
 }
@@ -490,6 +504,7 @@ pub(crate) struct ImportRow {
     pub(crate) started_at: Option<i64>,
     pub(crate) finished_at: Option<i64>,
     pub(crate) updated_at: i64,
+    pub(crate) webhook: Option<String>,
     pub(crate) ended: Vec<ImportAttempt>,
 }
 
@@ -510,6 +525,7 @@ impl ImportRow {
         options.retry = t.retry.clone();
         options.tags = t.tags.clone();
         options.metadata = Some(t.metadata.clone());
+        options.webhook = t.webhook.clone();
         NewTask {
             id: t.id,
             name: t.name.clone(),
@@ -591,6 +607,7 @@ impl ImportRow {
             started_at: t.started_at.map(micros),
             finished_at: t.finished_at.map(micros),
             updated_at: micros(t.updated_at),
+            webhook: t.webhook.clone(),
             ended,
         })
     }

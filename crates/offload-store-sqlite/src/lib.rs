@@ -40,15 +40,19 @@
 //! # Ok(()) }
 //! ```
 
+mod access;
 mod checkpoint;
 mod codec;
 mod conn;
 mod error;
+mod events;
+mod idempotency;
 mod options;
 mod read;
 mod schema;
 mod store;
 mod wake;
+mod webhooks;
 mod write;
 mod writer;
 

@@ -21,7 +21,7 @@ use rusqlite::types::Value;
 
 use crate::checkpoint::{Checkpointer, FALLBACK_AUTOCHECKPOINT};
 use crate::codec::{
-    ClaimedAs, ImportRow, Lease, NewRow, RawAttempt, after, into_tasks, json, micros, time,
+    ClaimedAs, ImportRow, Lease, RawAttempt, after, into_tasks, json, micros, time,
 };
 use crate::options::{SqliteOptions, parse_url};
 use crate::read::{self, Readers, Where};
@@ -209,6 +209,7 @@ fn end_row(item: &offload_store::TaskFinish, now: DateTime<Utc>) -> StoreResult<
         run_at: e.run_at.map(micros),
         uncount: e.uncount,
         outcome: e.outcome,
+        event: crate::events::finish_event(&item.outcome)?,
     })
 }
 
@@ -374,30 +375,9 @@ impl Store for SqliteStore {
         if params.tasks.is_empty() {
             return Ok(Vec::new());
         }
-        let many = params.tasks.len() > 1;
-        let mut rows = Vec::with_capacity(params.tasks.len());
-        for (i, task) in params.tasks.iter().enumerate() {
-            let row = NewRow::prepare(task, params.now).map_err(|e| match e {
-                StoreError::Invalid(v) if many => StoreError::Invalid(ValidationError::new(
-                    v.field,
-                    format!(
-                        "{} (task {i} of the batch; nothing was inserted)",
-                        v.message
-                    ),
-                )),
-                other => other,
-            })?;
-            rows.push(row);
-        }
-        let ids: Vec<TaskId> = params.tasks.iter().map(|t| t.id).collect();
-        if many {
-            let mut seen = std::collections::HashSet::with_capacity(ids.len());
-            if let Some(dup) = ids.iter().find(|id| !seen.insert(**id)) {
-                return Err(StoreError::Conflict(format!(
-                    "task id {dup} appears twice in the batch; nothing was inserted"
-                )));
-            }
-        }
+        // Shared with `task_insert_idempotent`: the same checks, then the
+        // same `write::insert`.
+        let (rows, ids) = crate::idempotency::prepare_insert(params)?;
         let now = micros(params.now);
         self.write(rows.len(), move |ctx| write::insert(ctx, &rows, now))
             .await?;
@@ -621,62 +601,271 @@ impl Store for SqliteStore {
     }
     async fn task_insert_idempotent(
         &self,
-        _params: &TaskInsertParams,
-        _key: &offload_store::IdempotencyKey,
+        params: &TaskInsertParams,
+        key: &offload_store::IdempotencyKey,
     ) -> StoreResult<offload_store::IdempotentInsert> {
-        Err(StoreError::Unavailable(
-            "STUB task_insert_idempotent".to_owned(),
-        ))
+        let key = crate::idempotency::KeyRow::prepare(key)?;
+        // The same checks and the same `write::insert` as `task_insert_many`.
+        let (rows, _) = crate::idempotency::prepare_insert(params)?;
+        let now = micros(params.now);
+        self.write(rows.len() + 1, move |ctx| {
+            crate::idempotency::insert(ctx, &key, &rows, now)
+        })
+        .await
     }
 
     async fn idempotency_purge(
         &self,
-        _params: &offload_store::PurgeBeforeParams,
+        params: &offload_store::PurgeBeforeParams,
     ) -> StoreResult<u64> {
-        Err(StoreError::Unavailable("STUB idempotency_purge".to_owned()))
+        let before = micros(params.before);
+        let mut left = params.limit;
+        let mut total = 0u64;
+        // Bounded batches, each its own transaction, like `task_purge`.
+        while left > 0 {
+            let batch = left.min(PURGE_BATCH);
+            let weight = usize::try_from(batch).unwrap_or(usize::MAX);
+            let deleted = self
+                .write(weight, move |ctx| {
+                    crate::idempotency::purge(ctx, before, batch)
+                })
+                .await?;
+            total += deleted;
+            left = left.saturating_sub(u32::try_from(deleted).unwrap_or(u32::MAX));
+            if deleted < u64::from(batch) {
+                break;
+            }
+        }
+        Ok(total)
     }
 
     async fn event_list(
         &self,
-        _params: &offload_store::EventListParams,
+        params: &offload_store::EventListParams,
     ) -> StoreResult<offload_store::EventPage> {
-        Err(StoreError::Unavailable("STUB event_list".to_owned()))
+        crate::events::check_limit(params.limit)?;
+        if let Some(after) = &params.after {
+            crate::events::parse_cursor(after)?;
+        }
+        let params = params.clone();
+        self.inner
+            .readers
+            .run(move |conn| crate::events::page(conn, &params))
+            .await
     }
 
     async fn event_cursor_latest(&self) -> StoreResult<Option<String>> {
-        Err(StoreError::Unavailable(
-            "STUB event_cursor_latest".to_owned(),
-        ))
+        let latest = self.inner.readers.run(crate::events::latest).await?;
+        Ok(latest.map(|seq| seq.to_string()))
     }
 
-    async fn event_purge(&self, _params: &offload_store::PurgeBeforeParams) -> StoreResult<u64> {
-        Err(StoreError::Unavailable("STUB event_purge".to_owned()))
+    async fn event_purge(&self, params: &offload_store::PurgeBeforeParams) -> StoreResult<u64> {
+        let before = micros(params.before);
+        let mut left = params.limit;
+        let mut total = 0u64;
+        // Each batch is its own transaction, like task_purge.
+        while left > 0 {
+            let batch = left.min(PURGE_BATCH);
+            let weight = usize::try_from(batch).unwrap_or(usize::MAX);
+            let deleted = self
+                .write(weight, move |ctx| {
+                    crate::events::purge_batch(ctx.conn, before, batch)
+                })
+                .await?;
+            total += deleted;
+            left = left.saturating_sub(u32::try_from(deleted).unwrap_or(u32::MAX));
+            if deleted < u64::from(batch) {
+                break;
+            }
+        }
+        Ok(total)
     }
 
-    async fn token_insert(&self, _token: &offload_store::TokenRecord) -> StoreResult<()> {
-        Err(StoreError::Unavailable("STUB token_insert".to_owned()))
+    async fn token_insert(&self, token: &offload_store::TokenRecord) -> StoreResult<()> {
+        let row = crate::access::TokenRow::prepare(token)?;
+        self.write(1, move |ctx| crate::access::token_insert(ctx, &row))
+            .await
     }
 
-    async fn token_get(&self, _id: &str) -> StoreResult<Option<offload_store::TokenRecord>> {
-        Err(StoreError::Unavailable("STUB token_get".to_owned()))
+    async fn token_get(&self, id: &str) -> StoreResult<Option<offload_store::TokenRecord>> {
+        let id = id.to_owned();
+        self.inner
+            .readers
+            .run(move |conn| crate::access::token_get(conn, &id))
+            .await?
+            .map(crate::access::into_token)
+            .transpose()
     }
 
     async fn token_list(&self) -> StoreResult<Vec<offload_store::TokenRecord>> {
-        Err(StoreError::Unavailable("STUB token_list".to_owned()))
+        self.inner
+            .readers
+            .run(crate::access::token_list)
+            .await?
+            .into_iter()
+            .map(crate::access::into_token)
+            .collect()
     }
 
-    async fn token_delete(&self, _id: &str) -> StoreResult<bool> {
-        Err(StoreError::Unavailable("STUB token_delete".to_owned()))
+    async fn token_delete(&self, id: &str) -> StoreResult<bool> {
+        let id = id.to_owned();
+        self.write(1, move |ctx| crate::access::token_delete(ctx, &id))
+            .await
     }
 
-    async fn audit_insert(&self, _record: &offload_store::NewAuditRecord) -> StoreResult<i64> {
-        Err(StoreError::Unavailable("STUB audit_insert".to_owned()))
+    async fn audit_insert(&self, record: &offload_store::NewAuditRecord) -> StoreResult<i64> {
+        let row = crate::access::AuditRow::prepare(record)?;
+        self.write(1, move |ctx| crate::access::audit_insert(ctx, &row))
+            .await
     }
 
     async fn audit_list(
         &self,
-        _params: &offload_store::AuditListParams,
+        params: &offload_store::AuditListParams,
     ) -> StoreResult<offload_store::AuditPage> {
-        Err(StoreError::Unavailable("STUB audit_list".to_owned()))
+        params.validate()?;
+        let limit = params.limit;
+        let p = params.clone();
+        let mut raw = self
+            .inner
+            .readers
+            .run(move |conn| crate::access::audit_list(conn, &p, limit + 1))
+            .await?;
+        let more = raw.len() > limit as usize;
+        raw.truncate(limit as usize);
+        let records = raw
+            .into_iter()
+            .map(crate::access::into_audit)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let next_cursor = if more {
+            records.last().map(|r| r.seq)
+        } else {
+            None
+        };
+        Ok(offload_store::AuditPage {
+            records,
+            next_cursor,
+        })
+    }
+    async fn webhook_insert(&self, webhook: &offload_store::WebhookRecord) -> StoreResult<()> {
+        let row = crate::webhooks::WebhookRow::prepare(webhook)?;
+        self.write(1, move |ctx| crate::webhooks::insert(ctx, &row))
+            .await
+    }
+
+    async fn webhook_list(&self) -> StoreResult<Vec<offload_store::WebhookRecord>> {
+        self.inner
+            .readers
+            .run(crate::webhooks::list)
+            .await?
+            .into_iter()
+            .map(crate::webhooks::into_webhook)
+            .collect()
+    }
+
+    async fn webhook_delete(&self, id: &str) -> StoreResult<bool> {
+        let id = id.to_owned();
+        self.write(1, move |ctx| crate::webhooks::delete(ctx, &id))
+            .await
+    }
+
+    async fn webhook_cursor(&self) -> StoreResult<Option<String>> {
+        self.inner.readers.run(crate::webhooks::cursor).await
+    }
+
+    async fn webhook_enqueue(
+        &self,
+        params: &offload_store::WebhookEnqueueParams,
+    ) -> StoreResult<bool> {
+        params.check()?;
+        let expected = params.expected_cursor.clone();
+        let new_cursor = params.new_cursor.clone();
+        let rows: Vec<_> = params
+            .deliveries
+            .iter()
+            .map(crate::webhooks::DeliveryRow::new)
+            .collect();
+        self.write(rows.len() + 1, move |ctx| {
+            crate::webhooks::enqueue(ctx, expected.as_deref(), &new_cursor, &rows)
+        })
+        .await
+    }
+
+    async fn webhook_delivery_claim(
+        &self,
+        params: &offload_store::DeliveryClaimParams,
+    ) -> StoreResult<Vec<offload_store::Delivery>> {
+        params.validate()?;
+        let now = micros(params.now);
+        let until = after(params.now, params.lease);
+        let limit = params.limit;
+        let weight = usize::try_from(limit).unwrap_or(usize::MAX);
+        self.write(weight, move |ctx| {
+            crate::webhooks::claim(ctx, now, until, limit)
+        })
+        .await?
+        .into_iter()
+        .map(crate::webhooks::into_delivery)
+        .collect()
+    }
+
+    async fn webhook_delivery_record(
+        &self,
+        params: &offload_store::DeliveryRecordParams,
+    ) -> StoreResult<()> {
+        let row = crate::webhooks::RecordRow::prepare(params)?;
+        self.write(1, move |ctx| crate::webhooks::record(ctx, &row))
+            .await
+    }
+
+    async fn webhook_delivery_list(
+        &self,
+        params: &offload_store::DeliveryListParams,
+    ) -> StoreResult<Vec<offload_store::Delivery>> {
+        params.validate()?;
+        let webhook_id = params.webhook_id.clone();
+        let task_id = params.task_id;
+        let limit = params.limit;
+        self.inner
+            .readers
+            .run(move |conn| {
+                crate::webhooks::list_deliveries(conn, webhook_id.as_deref(), task_id, limit)
+            })
+            .await?
+            .into_iter()
+            .map(crate::webhooks::into_delivery)
+            .collect()
+    }
+
+    async fn webhook_delivery_purge(
+        &self,
+        params: &offload_store::PurgeBeforeParams,
+    ) -> StoreResult<u64> {
+        let before = micros(params.before);
+        let mut left = params.limit;
+        let mut total = 0u64;
+        // Bounded batches, each its own transaction, like `task_purge`.
+        while left > 0 {
+            let batch = left.min(PURGE_BATCH);
+            let weight = usize::try_from(batch).unwrap_or(usize::MAX);
+            let deleted = self
+                .write(weight, move |ctx| {
+                    crate::webhooks::purge(ctx, before, batch)
+                })
+                .await?;
+            total += deleted;
+            left = left.saturating_sub(u32::try_from(deleted).unwrap_or(u32::MAX));
+            if deleted < u64::from(batch) {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    async fn webhook_task_secret(&self, candidate: &str) -> StoreResult<String> {
+        offload_store::check_task_secret(candidate)?;
+        let candidate = candidate.to_owned();
+        self.write(1, move |ctx| crate::webhooks::task_secret(ctx, &candidate))
+            .await
     }
 }

@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
-use offload_store::{StoreError, StoreResult};
+use offload_store::{EventKind, StoreError, StoreResult};
 use offload_types::{AttemptOutcome, Status, TaskId};
 use rusqlite::types::Value;
 use rusqlite::{CachedStatement, Connection, OptionalExtension, ToSql};
@@ -21,6 +21,7 @@ use crate::codec::{
     RawClaimed, RawTask, TASK_COLUMNS, json, micros,
 };
 use crate::error::map;
+use crate::events::{self, ForRow, Known, NewEvent};
 use crate::read::Where;
 use crate::writer::WriteCtx;
 
@@ -86,12 +87,12 @@ fn check(id: TaskId, from: Status, to: Status) -> StoreResult<()> {
 /// multi-row statements cost the writer about a fifth less than a cached
 /// one-row statement run in a loop.)
 const INSERT_CHUNKS: [usize; 3] = [32, 8, 1];
-const INSERT_PARAMS_PER_ROW: usize = 12;
+const INSERT_PARAMS_PER_ROW: usize = 13;
 
 fn insert_sql(rows: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO tasks (id, name, queue, input, status, priority, max_attempts, run_at, \
-         timeout_ms, retry, tags, metadata, created_at, updated_at) VALUES ",
+         timeout_ms, retry, tags, metadata, webhook, created_at, updated_at) VALUES ",
     );
     for r in 0..rows {
         if r > 0 {
@@ -120,6 +121,7 @@ fn bind_row(s: &mut CachedStatement<'_>, base: usize, row: &NewRow) -> rusqlite:
     s.raw_bind_parameter(base + 9, &row.retry)?;
     s.raw_bind_parameter(base + 10, &row.tags)?;
     s.raw_bind_parameter(base + 11, &row.metadata)?;
+    s.raw_bind_parameter(base + 12, &row.webhook)?;
     Ok(())
 }
 
@@ -174,6 +176,23 @@ pub(crate) fn insert(ctx: &mut WriteCtx<'_>, rows: &[NewRow], now: i64) -> Store
             rest = tail;
         }
     }
+    let data = rows
+        .iter()
+        .map(|row| events::created_data(row.status))
+        .collect::<StoreResult<Vec<_>>>()?;
+    let created: Vec<Known<'_>> = rows
+        .iter()
+        .zip(&data)
+        .map(|(row, data)| Known {
+            kind: EventKind::Created,
+            task_id: row.id,
+            name: &row.name,
+            queue: &row.queue,
+            attempt: 0,
+            data,
+        })
+        .collect();
+    events::append_known(ctx.conn, &created, now)?;
     for row in rows {
         ctx.notes.available(&row.queue);
     }
@@ -245,7 +264,7 @@ pub(crate) fn claim_sql(names: Option<usize>) -> String {
 
 /// The column of [`claim_sql`] that says whether the task holds an ended
 /// attempt.
-const CLAIM_ENDED: usize = 17;
+const CLAIM_ENDED: usize = 18;
 
 /// The claim's write, per task: its lease (`?1` rid, `?2` worker, `?3`
 /// token, `?4` lease expiry, `?5` now). The running attempt needs no row
@@ -315,6 +334,25 @@ pub(crate) fn claim(ctx: &mut WriteCtx<'_>, a: &ClaimArgs) -> StoreResult<Vec<Ra
         .map_err(map)?;
         task.set_lease_token(token);
     }
+    drop(take);
+    if !tasks.is_empty() {
+        let data = events::started_data(&set.worker_id)?;
+        let started: Vec<Known<'_>> = tasks
+            .iter()
+            .map(|(task, _)| {
+                let (task_id, name, attempt) = task.event_fields();
+                Known {
+                    kind: EventKind::Started,
+                    task_id,
+                    name,
+                    queue: &set.queue,
+                    attempt,
+                    data: &data,
+                }
+            })
+            .collect();
+        events::append_known(conn, &started, set.now)?;
+    }
     // More became due than this claim took: wake the other claimers.
     if promoted > 0 && tasks.len() >= a.limit as usize {
         ctx.notes.available(&set.queue);
@@ -373,6 +411,7 @@ pub(crate) fn progress(
         ctx.conn,
         "UPDATE tasks SET progress = ?2, updated_at = ?3 WHERE rid = ?1",
     )?;
+    let mut appended = Vec::with_capacity(updates.len());
     let mut out = Vec::with_capacity(updates.len());
     for (l, p) in updates {
         let live = live_lease(&mut find, l)?;
@@ -380,10 +419,17 @@ pub(crate) fn progress(
             write
                 .execute(rusqlite::params![l.rid, p, now])
                 .map_err(map)?;
+            appended.push(ForRow {
+                rid: l.rid,
+                kind: EventKind::Progress,
+                data: p,
+            });
             ctx.notes.changed(TaskId::from_bytes(l.id));
         }
         out.push(live);
     }
+    drop((find, write));
+    events::append_for_rows(ctx.conn, &appended, now)?;
     Ok(out)
 }
 
@@ -403,6 +449,8 @@ pub(crate) struct EndRow {
     /// Give the attempt back (snooze, release).
     pub(crate) uncount: bool,
     pub(crate) outcome: AttemptOutcome,
+    /// The event an accepted end appends (`None`: none).
+    pub(crate) event: Option<NewEvent>,
 }
 
 /// Ends a live attempt (`?1` rid, `?2` id, `?3` token: the fencing check)
@@ -483,10 +531,18 @@ pub(crate) fn finish(
     now: i64,
 ) -> StoreResult<Vec<Result<Status, Option<Status>>>> {
     let mut out = Vec::with_capacity(items.len());
+    let mut appended = Vec::with_capacity(items.len());
     let mut ender = Ender::new(ctx.conn)?;
     for item in items {
         match ender.end(item, now)? {
             Some(ended) => {
+                if let Some((kind, data)) = &item.event {
+                    appended.push(ForRow {
+                        rid: item.lease.rid,
+                        kind: *kind,
+                        data,
+                    });
+                }
                 let id = TaskId::from_bytes(item.lease.id);
                 ctx.notes.changed(id);
                 if let Some(queue) = &ended.queue {
@@ -497,6 +553,8 @@ pub(crate) fn finish(
             None => out.push(Err(status_of(ctx.conn, item.lease.id)?.map(|c| c.status))),
         }
     }
+    drop(ender);
+    events::append_for_rows(ctx.conn, &appended, now)?;
     Ok(out)
 }
 
@@ -507,12 +565,12 @@ pub(crate) fn rescue(
     limit: u32,
 ) -> StoreResult<Vec<(TaskId, Status)>> {
     let now_us = micros(now);
-    type Expired = (i64, [u8; 16], i64, i64, i64, bool);
+    type Expired = (i64, [u8; 16], i64, i64, i64, bool, i64);
     let expired: Vec<Expired> = {
         let mut s = stmt(
             ctx.conn,
-            "SELECT rid, id, lease_token, attempt, max_attempts, abort_requested_at IS NOT NULL \
-             FROM tasks WHERE status = 'running' AND lease_expires_at < ?1 \
+            "SELECT rid, id, lease_token, attempt, max_attempts, abort_requested_at IS NOT NULL, \
+             run_at FROM tasks WHERE status = 'running' AND lease_expires_at < ?1 \
              ORDER BY lease_expires_at LIMIT ?2 + 0",
         )?;
         let rows = s
@@ -524,14 +582,16 @@ pub(crate) fn rescue(
                     r.get(3)?,
                     r.get(4)?,
                     r.get(5)?,
+                    r.get(6)?,
                 ))
             })
             .map_err(map)?;
         rows.collect::<rusqlite::Result<_>>().map_err(map)?
     };
     let mut out = Vec::with_capacity(expired.len());
+    let mut ends = Vec::with_capacity(expired.len());
     let mut ender = Ender::new(ctx.conn)?;
-    for (rid, id, token, attempt, max_attempts, abort_requested) in expired {
+    for (rid, id, token, attempt, max_attempts, abort_requested, run_at) in expired {
         let (status, record) = offload_store::rescue_outcome(
             u32::try_from(attempt).unwrap_or(0),
             u32::try_from(max_attempts).unwrap_or(0),
@@ -547,6 +607,11 @@ pub(crate) fn rescue(
             run_at: None,
             uncount: false,
             outcome: AttemptOutcome::LeaseExpired,
+            event: Some(events::rescue_event(
+                status,
+                &record,
+                crate::codec::time(run_at)?,
+            )?),
         };
         if let Some(ended) = ender.end(&end, now_us)? {
             let task = TaskId::from_bytes(id);
@@ -555,8 +620,21 @@ pub(crate) fn rescue(
                 ctx.notes.available(queue);
             }
             out.push((task, status));
+            ends.push(end);
         }
     }
+    drop(ender);
+    let appended: Vec<ForRow<'_>> = ends
+        .iter()
+        .filter_map(|e| {
+            e.event.as_ref().map(|(kind, data)| ForRow {
+                rid: e.lease.rid,
+                kind: *kind,
+                data,
+            })
+        })
+        .collect();
+    events::append_for_rows(ctx.conn, &appended, now_us)?;
     Ok(out)
 }
 
@@ -602,11 +680,9 @@ pub(crate) fn abort(
     // The task's error is about to change: the ended attempt the row may
     // hold still needs it.
     write_out_ended(conn, rid)?;
-    let record = json(&offload_store::abort_record(
-        reason,
-        u32::try_from(attempt).unwrap_or(0),
-        now,
-    ))?;
+    let record = offload_store::abort_record(reason, u32::try_from(attempt).unwrap_or(0), now);
+    let data = events::error_data(&record)?;
+    let record = json(&record)?;
     let task = query_task(
         conn,
         &returning(
@@ -614,6 +690,15 @@ pub(crate) fn abort(
              WHERE id = ?1",
         ),
         &[&key, &record, &now_us],
+    )?;
+    events::append_for_rows(
+        conn,
+        &[ForRow {
+            rid,
+            kind: EventKind::Aborted,
+            data: &data,
+        }],
+        now_us,
     )?;
     ctx.notes.changed(id);
     Ok(task)
@@ -757,9 +842,9 @@ pub(crate) fn purge_batch(ctx: &mut WriteCtx<'_>, w: &Where, limit: u32) -> Stor
 const IMPORT_TASK_SQL: &str = "INSERT INTO tasks (id, name, queue, input, status, output, error, \
      progress, priority, attempt, max_attempts, run_at, timeout_ms, retry, tags, metadata, \
      abort_requested_at, worker_id, lease_expires_at, created_at, started_at, finished_at, \
-     updated_at, lease_token, history) \
+     updated_at, lease_token, history, webhook) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-     ?19, ?20, ?21, ?22, ?23, ?24, ?25)";
+     ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)";
 
 /// One ended attempt of an imported task.
 const IMPORT_ATTEMPT_SQL: &str = "INSERT INTO task_attempts (task, seq, attempt, worker_id, \
@@ -809,6 +894,7 @@ pub(crate) fn import(ctx: &mut WriteCtx<'_>, rows: &[ImportRow]) -> StoreResult<
             r.updated_at,
             token,
             history,
+            r.webhook,
         ])
         .map_err(map)?;
         let rid = conn.last_insert_rowid();

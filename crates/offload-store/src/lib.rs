@@ -34,5 +34,6 @@ pub use rules::{
 pub use store::{Capabilities, Store};
 pub use webhooks::{
     Delivery, DeliveryAttempt, DeliveryClaimParams, DeliveryListParams, DeliveryRecordParams,
-    DeliveryStatus, NewDelivery, WebhookEnqueueParams, WebhookRecord,
+    DeliveryStatus, MAX_DELIVERY_PAGE, NewDelivery, WebhookEnqueueParams, WebhookRecord,
+    check_task_secret,
 };

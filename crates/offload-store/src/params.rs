@@ -385,6 +385,39 @@ pub struct IdempotencyKey {
     pub expires_at: DateTime<Utc>,
 }
 
+impl IdempotencyKey {
+    /// Longest key, in characters.
+    pub const MAX_KEY_LEN: usize = 255;
+
+    /// Checks the key (1 to [`MAX_KEY_LEN`](Self::MAX_KEY_LEN) characters,
+    /// no NUL) and the fingerprint (not empty, no NUL).
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        let len = self.key.chars().count();
+        if len == 0 || len > Self::MAX_KEY_LEN {
+            return Err(ValidationError::new(
+                "idempotency_key",
+                format!(
+                    "must be 1 to {} characters, got {len} characters",
+                    Self::MAX_KEY_LEN
+                ),
+            ));
+        }
+        if self.key.contains('\0') {
+            return Err(ValidationError::new(
+                "idempotency_key",
+                "must not contain NUL characters",
+            ));
+        }
+        if self.fingerprint.is_empty() || self.fingerprint.contains('\0') {
+            return Err(ValidationError::new(
+                "fingerprint",
+                "must be a non-empty digest of the request without NUL characters",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// What an idempotent insert did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotentInsert {

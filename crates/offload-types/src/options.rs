@@ -171,6 +171,7 @@ impl TaskOptions {
             self.tags = defaults.tags.clone();
         }
         self.metadata = self.metadata.or_else(|| defaults.metadata.clone());
+        self.webhook = self.webhook.or_else(|| defaults.webhook.clone());
         self
     }
 
