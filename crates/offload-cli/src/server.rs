@@ -53,12 +53,12 @@ impl ServerClient {
                 "--server {url:?} must start with http:// or https://"
             )));
         }
-        if let Some(t) = &token {
-            if t.trim().is_empty() || t.chars().any(char::is_control) {
-                return Err(Failure::usage(
-                    "--token is empty or holds control characters",
-                ));
-            }
+        if let Some(t) = &token
+            && (t.trim().is_empty() || t.chars().any(char::is_control))
+        {
+            return Err(Failure::usage(
+                "--token is empty or holds control characters",
+            ));
         }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
@@ -270,13 +270,13 @@ impl ServerClient {
                 .header("accept", "text/event-stream");
             // a stream must not time out like a request
             let req = req.timeout(Duration::from_secs(365 * 24 * 3600));
-            if let Ok(response) = req.send().await {
-                if response.status().is_success() {
-                    *feed = Some(EventFeed {
-                        response,
-                        buffer: Vec::new(),
-                    });
-                }
+            if let Ok(response) = req.send().await
+                && response.status().is_success()
+            {
+                *feed = Some(EventFeed {
+                    response,
+                    buffer: Vec::new(),
+                });
             }
         }
         let Some(f) = feed.as_mut() else {

@@ -128,7 +128,7 @@ fn task_commands_work_through_a_server() {
     assert_eq!(code(&remote.run(&["watch", &waiting])), 5);
     let watched = remote.run(&[
         "watch",
-        &idle["tasks"][0]["id"].as_str().unwrap(),
+        idle["tasks"][0]["id"].as_str().unwrap(),
         "--timeout",
         "300ms",
     ]);

@@ -74,27 +74,33 @@ async fn receiver() -> (Receiver, String) {
     let app = axum::Router::new()
         .route(
             "/ok",
-            post(|State(rx): State<Receiver>, h: HeaderMap, b: Bytes| async move {
-                record(&rx, "/ok", &h, b).await;
-                StatusCode::OK
-            }),
+            post(
+                |State(rx): State<Receiver>, h: HeaderMap, b: Bytes| async move {
+                    record(&rx, "/ok", &h, b).await;
+                    StatusCode::OK
+                },
+            ),
         )
         .route(
             "/task",
-            post(|State(rx): State<Receiver>, h: HeaderMap, b: Bytes| async move {
-                record(&rx, "/task", &h, b).await;
-                StatusCode::NO_CONTENT
-            }),
+            post(
+                |State(rx): State<Receiver>, h: HeaderMap, b: Bytes| async move {
+                    record(&rx, "/task", &h, b).await;
+                    StatusCode::NO_CONTENT
+                },
+            ),
         )
         .route(
             "/flaky",
-            post(|State(rx): State<Receiver>, h: HeaderMap, b: Bytes| async move {
-                if record(&rx, "/flaky", &h, b).await <= 2 {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                } else {
-                    StatusCode::OK
-                }
-            }),
+            post(
+                |State(rx): State<Receiver>, h: HeaderMap, b: Bytes| async move {
+                    if record(&rx, "/flaky", &h, b).await <= 2 {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        StatusCode::OK
+                    }
+                },
+            ),
         )
         .with_state(rx.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -173,9 +179,15 @@ async fn webhooks(env: &Env, rx: &Receiver, base: &str) {
     let bad_task = env.enqueue(&["--type", "fail"]);
 
     let limit = Duration::from_secs(30);
-    wait_for("2 deliveries to /ok", limit, || (rx.on("/ok").len() >= 2).then_some(()));
-    wait_for("3 attempts at /flaky", limit, || (rx.on("/flaky").len() >= 3).then_some(()));
-    wait_for("the task's own webhook", limit, || (!rx.on("/task").is_empty()).then_some(()));
+    wait_for("2 deliveries to /ok", limit, || {
+        (rx.on("/ok").len() >= 2).then_some(())
+    });
+    wait_for("3 attempts at /flaky", limit, || {
+        (rx.on("/flaky").len() >= 3).then_some(())
+    });
+    wait_for("the task's own webhook", limit, || {
+        (!rx.on("/task").is_empty()).then_some(())
+    });
 
     // /ok: one succeeded, one failed, each signed with its subscription's secret
     let ok = rx.on("/ok");
@@ -187,8 +199,14 @@ async fn webhooks(env: &Env, rx: &Receiver, base: &str) {
         .iter()
         .map(|g| (body(g)["type"].clone(), body(g)["data"]["id"].clone()))
         .collect();
-    assert!(kinds.contains(&(json!("task.succeeded"), json!(ok_task))), "{kinds:?}");
-    assert!(kinds.contains(&(json!("task.failed"), json!(bad_task))), "{kinds:?}");
+    assert!(
+        kinds.contains(&(json!("task.succeeded"), json!(ok_task))),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&(json!("task.failed"), json!(bad_task))),
+        "{kinds:?}"
+    );
     let succeeded = ok
         .iter()
         .map(body)
@@ -253,7 +271,11 @@ async fn webhooks(env: &Env, rx: &Receiver, base: &str) {
         .json()
         .await
         .unwrap();
-    assert_eq!(via_api["deliveries"].as_array().unwrap().len(), 3, "{via_api}");
+    assert_eq!(
+        via_api["deliveries"].as_array().unwrap().len(),
+        3,
+        "{via_api}"
+    );
 
     // subscriptions through the API, and deletion
     let r = http
@@ -272,9 +294,15 @@ async fn webhooks(env: &Env, rx: &Receiver, base: &str) {
         .json()
         .await
         .unwrap();
-    assert!(made["secret"].as_str().unwrap().starts_with("whsec_"), "{made}");
+    assert!(
+        made["secret"].as_str().unwrap().starts_with("whsec_"),
+        "{made}"
+    );
     let r = http
-        .delete(format!("{api}/v1/webhooks/{}", made["id"].as_str().unwrap()))
+        .delete(format!(
+            "{api}/v1/webhooks/{}",
+            made["id"].as_str().unwrap()
+        ))
         .send()
         .await
         .unwrap();
@@ -309,14 +337,39 @@ async fn webhooks_are_signed_retried_and_listed_on_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_targets_are_refused_unless_allowed() {
     let (rx, base) = receiver().await;
-    let env = Env::with_config(&config("[webhooks]\nretry_initial = \"50ms\"\nmax_attempts = 2\n"));
-    let out = env.run(&["webhooks", "add", &format!("{base}/ok"), "--events", "task.failed"]);
+    let env = Env::with_config(&config(
+        "[webhooks]\nretry_initial = \"50ms\"\nmax_attempts = 2\n",
+    ));
+    let out = env.run(&[
+        "webhooks",
+        "add",
+        &format!("{base}/ok"),
+        "--events",
+        "task.failed",
+    ]);
     common::assert_one_error(&out, 2, "allow_private_targets");
-    let out = env.run(&["webhooks", "add", "http://localhost:9/x", "--events", "task.failed"]);
+    let out = env.run(&[
+        "webhooks",
+        "add",
+        "http://localhost:9/x",
+        "--events",
+        "task.failed",
+    ]);
     common::assert_one_error(&out, 2, "allow_private_targets");
-    let out = env.run(&["webhooks", "add", "ftp://example.com/x", "--events", "task.failed"]);
+    let out = env.run(&[
+        "webhooks",
+        "add",
+        "ftp://example.com/x",
+        "--events",
+        "task.failed",
+    ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(env.json(&["webhooks", "list"]).as_array().unwrap().is_empty());
+    assert!(
+        env.json(&["webhooks", "list"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
 
     let (_server, api) = env.serve(&[]);
     let r = reqwest::Client::new()
@@ -339,11 +392,17 @@ async fn private_targets_are_refused_unless_allowed() {
     assert_eq!(attempts.len(), 2, "{listed}");
     for a in attempts {
         assert!(
-            a["error"].as_str().unwrap().contains("allow_private_targets")
+            a["error"]
+                .as_str()
+                .unwrap()
+                .contains("allow_private_targets")
                 || a["error"].as_str().unwrap().contains("no public address"),
             "{a}"
         );
         assert_eq!(a["status_code"], Value::Null);
     }
-    assert!(rx.on("/task").is_empty(), "nothing reached the private target");
+    assert!(
+        rx.on("/task").is_empty(),
+        "nothing reached the private target"
+    );
 }

@@ -84,10 +84,10 @@ impl Auth {
     }
 
     async fn required(&self) -> Result<bool, ApiError> {
-        if let Some((required, at)) = *lock(&self.inner.required) {
-            if at.elapsed() < CACHE_TTL {
-                return Ok(required);
-            }
+        if let Some((required, at)) = *lock(&self.inner.required)
+            && at.elapsed() < CACHE_TTL
+        {
+            return Ok(required);
         }
         let required = !self.inner.client.tokens().await?.is_empty();
         *lock(&self.inner.required) = Some((required, Instant::now()));
@@ -99,10 +99,10 @@ impl Auth {
             return Ok(None);
         }
         let key: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        if let Some((info, at)) = lock(&self.inner.verified).get(&key) {
-            if at.elapsed() < CACHE_TTL {
-                return Ok(Some(info.clone()));
-            }
+        if let Some((info, at)) = lock(&self.inner.verified).get(&key)
+            && at.elapsed() < CACHE_TTL
+        {
+            return Ok(Some(info.clone()));
         }
         let found = self.inner.client.authenticate(presented).await?;
         if let Some(info) = &found {
@@ -205,20 +205,20 @@ pub(crate) async fn middleware(
             Err(e) => return e.into_response(),
         },
     };
-    if let Some(token) = &caller.token {
-        if !token.role.allows(needed) {
-            return ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!(
-                    "token {} has role {}, which may not {}",
-                    token.id,
-                    token.role,
-                    describe(needed)
-                ),
-            )
-            .into_response();
-        }
+    if let Some(token) = &caller.token
+        && !token.role.allows(needed)
+    {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "token {} has role {}, which may not {}",
+                token.id,
+                token.role,
+                describe(needed)
+            ),
+        )
+        .into_response();
     }
     request.extensions_mut().insert(caller);
     next.run(request).await

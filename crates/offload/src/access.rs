@@ -146,14 +146,14 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn create_token(&self, role: Role, label: Option<String>) -> Result<CreatedToken> {
-        if let Some(l) = &label {
-            if l.chars().count() > MAX_TOKEN_LABEL {
-                return Err(ValidationError::new(
-                    "label",
-                    format!("is longer than {MAX_TOKEN_LABEL} characters"),
-                )
-                .into());
-            }
+        if let Some(l) = &label
+            && l.chars().count() > MAX_TOKEN_LABEL
+        {
+            return Err(ValidationError::new(
+                "label",
+                format!("is longer than {MAX_TOKEN_LABEL} characters"),
+            )
+            .into());
         }
         let (id, secret) = {
             let mut rng = rand::rng();

@@ -191,12 +191,11 @@ async fn send(
     let Ok(url) = reqwest::Url::parse(&delivery.url) else {
         return (None, Some(format!("{} is not a URL", delivery.url)));
     };
-    if !settings.allow_private_targets {
-        if let Some(ip) = guard::literal_ip(&url) {
-            if !guard::is_public(ip) {
-                return (None, Some(guard::refusal(&delivery.url, ip)));
-            }
-        }
+    if !settings.allow_private_targets
+        && let Some(ip) = guard::literal_ip(&url)
+        && !guard::is_public(ip)
+    {
+        return (None, Some(guard::refusal(&delivery.url, ip)));
     }
     let body = delivery.payload.clone().into_bytes();
     let signature = match sign::signature(secret, &delivery.id, timestamp, &body) {

@@ -129,10 +129,8 @@ async fn deliveries_for(
         Err(e) => return Err(e),
     };
     let mut targets = targets;
-    if wants_task {
-        if let Some(url) = task.as_ref().and_then(|t| t.webhook.clone()) {
-            targets.push((None, url));
-        }
+    if wants_task && let Some(url) = task.as_ref().and_then(|t| t.webhook.clone()) {
+        targets.push((None, url));
     }
     let payload = payload(event, task.as_ref()).to_string();
     let now = Utc::now();
