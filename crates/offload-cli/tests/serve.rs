@@ -333,7 +333,12 @@ fn a_non_loopback_address_is_refused_without_insecure() {
     let out = env.run(&["serve", "--listen", "0.0.0.0:0", "--no-worker"]);
     let err = common::assert_one_error(&out, 2, "--insecure");
     assert!(err.contains("refusing to listen on 0.0.0.0:0"), "{err}");
+    assert!(err.contains("offload tokens create"), "{err}");
     assert!(!env.db.exists(), "the store was created before the refusal");
+    // an existing store without tokens is refused the same way
+    env.enqueue(&["--type", "x"]);
+    let out = env.run(&["serve", "--listen", "0.0.0.0:0", "--no-worker"]);
+    common::assert_one_error(&out, 2, "no API token");
 }
 
 /// `/v1/openapi.json` is an OpenAPI 3.1 document that has every route with
@@ -361,10 +366,22 @@ async fn the_openapi_document_describes_every_route() {
         ("post", "/v1/tasks/{id}/progress"),
         ("post", "/v1/tasks/{id}/complete"),
         ("post", "/v1/tasks/{id}/fail"),
+        ("post", "/v1/purge"),
+        ("get", "/v1/events"),
+        ("get", "/v1/tokens"),
+        ("post", "/v1/tokens"),
+        ("delete", "/v1/tokens/{id}"),
+        ("get", "/v1/audit"),
+        ("get", "/v1/webhooks"),
+        ("post", "/v1/webhooks"),
+        ("delete", "/v1/webhooks/{id}"),
+        ("get", "/v1/webhooks/deliveries"),
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("get", "/metrics"),
     ];
+    // lists without any parameter cannot be malformed
+    let no_input = [("get", "/v1/tokens"), ("get", "/v1/webhooks")];
     let ops: usize = doc["paths"]
         .as_object()
         .unwrap()
@@ -382,8 +399,16 @@ async fn the_openapi_document_describes_every_route() {
         assert!(op.is_object(), "{method} {path} is not in the document");
         let responses = op["responses"].as_object().unwrap();
         if path.starts_with("/v1/") {
-            assert!(responses.contains_key("400"), "{method} {path}: no 400");
+            if !no_input.contains(&(method, path)) {
+                assert!(responses.contains_key("400"), "{method} {path}: no 400");
+            }
             assert!(responses.contains_key("503"), "{method} {path}: no 503");
+        }
+        // every route but health needs a token once the store has one
+        if !["/healthz", "/readyz"].contains(&path) {
+            assert!(responses.contains_key("401"), "{method} {path}: no 401");
+            assert!(responses.contains_key("403"), "{method} {path}: no 403");
+            assert_eq!(op["security"][0]["bearer"], json!([]), "{method} {path}");
         }
         if path.contains("{id}") {
             assert!(responses.contains_key("404"), "{method} {path}: no 404");
@@ -662,10 +687,17 @@ async fn fuzz_routes(env: &Env) {
     let bodies = malformed_bodies();
     let mut sent = 0;
     for body in &bodies {
+        let query = String::from_utf8_lossy(body);
         let mut requests = vec![
             http.post(&tasks),
             http.post(format!("{base}/v1/lease")),
-            http.get(format!("{tasks}?{}", String::from_utf8_lossy(body))),
+            http.get(format!("{tasks}?{query}")),
+            http.post(format!("{base}/v1/purge")),
+            http.get(format!("{base}/v1/events?{query}")),
+            http.post(format!("{base}/v1/tokens")),
+            http.get(format!("{base}/v1/audit?{query}")),
+            http.post(format!("{base}/v1/webhooks")),
+            http.get(format!("{base}/v1/webhooks/deliveries?{query}")),
         ];
         for id in ids {
             let one = format!("{tasks}/{id}");
@@ -677,6 +709,8 @@ async fn fuzz_routes(env: &Env) {
                 "{one}/result?wait={}",
                 String::from_utf8_lossy(body)
             )));
+            requests.push(http.delete(format!("{base}/v1/tokens/{id}")));
+            requests.push(http.delete(format!("{base}/v1/webhooks/{id}")));
             // these change a real task given an empty or valid body
             if id != real {
                 requests.push(http.delete(&one));
@@ -706,6 +740,12 @@ async fn fuzz_routes(env: &Env) {
         snapshot().await,
         before,
         "a malformed request changed the stored tasks"
+    );
+    assert_eq!(env.json(&["tokens", "list"]), json!([]), "a token was made");
+    assert_eq!(
+        env.json(&["webhooks", "list"]),
+        json!([]),
+        "a webhook was made"
     );
 }
 

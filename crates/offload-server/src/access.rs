@@ -64,7 +64,7 @@ pub(crate) async fn create_token(
 
 /// `DELETE /v1/tokens/{id}` → 204. Admin only.
 #[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "access", params(("id" = String, Path, description = "The token id"), ReasonQuery),
-    responses((status = 204, description = "Deleted"), (status = 404, description = "No such token", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
+    responses((status = 204, description = "Deleted"), (status = 404, description = "No such token", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn delete_token(
     State(client): State<Client>,
     State(auth): State<Auth>,

@@ -62,15 +62,23 @@ pub(crate) async fn run(args: ServeArgs, globals: &Globals) -> anyhow::Result<()
         return Err(Failure::usage("--body-limit must be at least 1 byte"));
     }
     let webhook_settings = globals.config.webhooks.settings()?;
-    let client = globals.client().await?;
-    let tokens = client.tokens().await?.len();
-    if tokens == 0 && !listen.ip().is_loopback() && !args.insecure {
-        return Err(Failure::usage(format!(
+    let open_to_network = !listen.ip().is_loopback() && !args.insecure;
+    let refuse = || {
+        Failure::usage(format!(
             "refusing to listen on {listen}: the store holds no API token, so anyone who \
              reaches the port could enqueue and delete tasks; create one with \
              `offload tokens create --role admin`, or pass --insecure to serve {listen} \
              without access control"
-        )));
+        ))
+    };
+    // a store that does not exist yet holds no token: refuse before creating it
+    if open_to_network && sqlite_file_missing(&globals.database_url) {
+        return Err(refuse());
+    }
+    let client = globals.client().await?;
+    let tokens = client.tokens().await?.len();
+    if tokens == 0 && open_to_network {
+        return Err(refuse());
     }
     let access = if tokens == 0 {
         "open: no API token".to_owned()
@@ -145,4 +153,11 @@ pub(crate) async fn run(args: ServeArgs, globals: &Globals) -> anyhow::Result<()
     served?;
     output::note("offload serve: stopped");
     Ok(())
+}
+
+/// Whether `url` names an SQLite file that does not exist.
+fn sqlite_file_missing(url: &str) -> bool {
+    url.strip_prefix("sqlite://")
+        .map(|rest| rest.split('?').next().unwrap_or(rest))
+        .is_some_and(|path| !path.is_empty() && !std::path::Path::new(path).exists())
 }

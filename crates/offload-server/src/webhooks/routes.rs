@@ -38,7 +38,7 @@ pub(crate) struct NewWebhookBody {
 }
 
 /// `GET /v1/webhooks` → every subscription (secrets are not shown).
-#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks",
+#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", operation_id = "list_webhooks",
     responses((status = 200, description = "The subscriptions, oldest first", body = Vec<WebhookInfo>), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn list(State(client): State<Client>) -> Result<Json<Value>, ApiError> {
     let all = client
@@ -52,7 +52,7 @@ pub(crate) async fn list(State(client): State<Client>) -> Result<Json<Value>, Ap
 
 /// `POST /v1/webhooks` → 201 with the subscription and its `secret`
 /// (shown only now).
-#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = NewWebhookBody,
+#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", operation_id = "create_webhook", request_body = NewWebhookBody,
     responses((status = 201, description = "Subscribed; `secret` is shown only now", body = CreatedWebhook), (status = 422, description = "Invalid input, or a target on a private address (names the field)", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn create(
     State(client): State<Client>,
@@ -104,8 +104,8 @@ pub(crate) struct ReasonQuery {
 }
 
 /// `DELETE /v1/webhooks/{id}` → 204; its deliveries go with it.
-#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path, description = "The subscription id"), ReasonQuery),
-    responses((status = 204, description = "Deleted"), (status = 404, description = "No such subscription", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks", operation_id = "delete_webhook", params(("id" = String, Path, description = "The subscription id"), ReasonQuery),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "No such subscription", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn delete(
     State(client): State<Client>,
     Extension(caller): Extension<Caller>,
@@ -148,7 +148,7 @@ pub(crate) struct DeliveriesQuery {
 }
 
 /// `GET /v1/webhooks/deliveries` → deliveries with every attempt, newest first.
-#[utoipa::path(get, path = "/v1/webhooks/deliveries", tag = "webhooks", params(DeliveriesQuery),
+#[utoipa::path(get, path = "/v1/webhooks/deliveries", tag = "webhooks", operation_id = "list_deliveries", params(DeliveriesQuery),
     responses((status = 200, description = "Deliveries, newest first", body = DeliveryList), (status = 422, description = "Invalid input (names the field)", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn deliveries(
     State(client): State<Client>,
