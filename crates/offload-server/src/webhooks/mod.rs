@@ -105,7 +105,7 @@ pub async fn add(
             message,
         })?;
     let record = WebhookRecord {
-        id: format!("wh_{}", &uuid_simple()[..16]),
+        id: format!("wh_{:016x}", rand::random::<u64>()),
         url: new.url,
         secret: new_secret(),
         events: new.events,
@@ -149,9 +149,6 @@ pub fn delivery_json(d: &offload::Delivery) -> Value {
     })
 }
 
-fn uuid_simple() -> String {
-    offload::TaskId::new().to_string().replace('-', "")
-}
 
 /// The running dispatcher and sender; stop them with [`stop`](Self::stop).
 #[derive(Debug)]
