@@ -183,7 +183,9 @@ async fn follow(
                 }
             }
         };
-        let full = page.events.len() >= STREAM_BATCH as usize;
+        // the cursor moved: there may be more right behind it (a filtered
+        // read scans a bounded window), so read again at once
+        let moved = page.cursor.is_some() && page.cursor != cursor;
         for event in page.events {
             let data = match serde_json::to_string(&event) {
                 Ok(d) => d,
@@ -200,10 +202,8 @@ async fn follow(
                 return;
             }
         }
-        if page.cursor.is_some() {
+        if moved {
             cursor = page.cursor;
-        }
-        if full {
             continue;
         }
         tokio::select! {

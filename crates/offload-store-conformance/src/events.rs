@@ -15,10 +15,10 @@
 use std::time::Duration;
 
 use offload_store::{
-    EventFilter, EventKind, EventListParams, EventPage, FinishOutcome, LeaseRef, MAX_EVENT_PAGE,
-    ProgressUpdate, PurgeBeforeParams, StoreError, TaskAbortParams, TaskDeleteParams, TaskEvent,
-    TaskExportParams, TaskImportParams, TaskProgressParams, TaskPurgeParams, TaskRetryParams,
-    TaskUpdateParams,
+    EventFilter, EventKind, EventListParams, EventPage, FinishOutcome, IdempotencyKey, LeaseRef,
+    MAX_EVENT_PAGE, ProgressUpdate, PurgeBeforeParams, StoreError, TaskAbortParams,
+    TaskDeleteParams, TaskEvent, TaskExportParams, TaskImportParams, TaskInsertParams,
+    TaskProgressParams, TaskPurgeParams, TaskRetryParams, TaskUpdateParams,
 };
 use offload_types::{DEFAULT_QUEUE, LeaseToken, NewTask, Progress, Status, TaskId, TaskOptions};
 use serde_json::json;
@@ -823,4 +823,48 @@ pub async fn events_purge_deletes_older_events_up_to_limit(h: &Harness) {
     );
     // The tasks are untouched.
     assert_eq!(h.get(old[0]).await.status, Status::Pending);
+}
+
+/// An idempotent insert appends `task.created` for the tasks it inserts;
+/// a replay of the same request inserts nothing and appends nothing.
+pub async fn events_idempotent_insert_writes_created_once(h: &Harness) {
+    let key = IdempotencyKey {
+        key: "order-42".to_owned(),
+        fingerprint: "digest-1".to_owned(),
+        expires_at: h.later(Duration::from_secs(3600)),
+    };
+    let params = TaskInsertParams {
+        tasks: vec![
+            NewTask::new("charge", json!({"order": 42})),
+            NewTask::new("receipt", json!({"order": 42})),
+        ],
+        now: h.now(),
+    };
+    let first = ok(
+        "task_insert_idempotent",
+        h.store.task_insert_idempotent(&params, &key).await,
+    );
+    assert!(!first.replayed);
+    let log1 = log(h).await;
+    assert_eq!(
+        kinds(&log1.events),
+        vec![
+            (first.ids[0], EventKind::Created),
+            (first.ids[1], EventKind::Created)
+        ]
+    );
+    let mut again = params.clone();
+    for t in &mut again.tasks {
+        t.id = TaskId::new();
+    }
+    let replay = ok(
+        "task_insert_idempotent",
+        h.store.task_insert_idempotent(&again, &key).await,
+    );
+    assert!(replay.replayed);
+    assert_eq!(replay.ids, first.ids);
+    assert!(
+        log_after(h, Some(log1.end)).await.events.is_empty(),
+        "a replay writes no event"
+    );
 }

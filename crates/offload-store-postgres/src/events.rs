@@ -111,7 +111,9 @@ const PURGE_SCAN_SLACK: u32 = 1000;
 const PURGE_BATCH: u32 = 1000;
 
 /// Only events of transactions that ended before every transaction still
-/// running (see the module docs).
+/// running (see the module docs). (Statements that select `tx::text`
+/// order by the qualified `e.tx`: a bare `tx` in `ORDER BY` would name the
+/// text output column and sort as text.)
 const SETTLED: &str = "tx < pg_snapshot_xmin(pg_current_snapshot())";
 
 /// A position in the log: transaction id and seq.
@@ -242,7 +244,7 @@ pub(crate) async fn list(store: &PgStore, p: &EventListParams) -> StoreResult<Ev
         .push(
             ") SELECT true, tx::text, seq, at, kind, task_id, name, queue, attempt, data \
              FROM hits UNION ALL (SELECT false, tx::text, seq, NULL, NULL, NULL, NULL, NULL, \
-             NULL, NULL FROM scanned ORDER BY tx DESC, seq DESC LIMIT 1)",
+             NULL, NULL FROM scanned ORDER BY scanned.tx DESC, scanned.seq DESC LIMIT 1)",
         );
     let rows = qb.build().fetch_all(&store.inner.pool).await.map_err(map)?;
     let mut hits = Vec::with_capacity(rows.len());
@@ -272,7 +274,8 @@ pub(crate) async fn list(store: &PgStore, p: &EventListParams) -> StoreResult<Ev
 /// The position of the newest readable event (see the module docs).
 pub(crate) async fn latest(store: &PgStore) -> StoreResult<Option<String>> {
     let sql = format!(
-        "SELECT tx::text, seq FROM {}.events WHERE {SETTLED} ORDER BY tx DESC, seq DESC LIMIT 1",
+        "SELECT e.tx::text, e.seq FROM {}.events e WHERE {SETTLED} \
+         ORDER BY e.tx DESC, e.seq DESC LIMIT 1",
         store.q()
     );
     let row = sqlx::query(AssertSqlSafe(sql))
