@@ -149,7 +149,6 @@ pub fn delivery_json(d: &offload::Delivery) -> Value {
     })
 }
 
-
 /// The running dispatcher and sender; stop them with [`stop`](Self::stop).
 #[derive(Debug)]
 pub struct WebhookLoops {
