@@ -1,6 +1,15 @@
 //! The dispatcher: new events of the log become deliveries, stored with
 //! the dispatcher's new cursor in one call (compare-and-set: if another
-//! process moved the cursor first, this batch is dropped and read again).
+//! process moved the stored cursor first, this batch is dropped and the
+//! log is read again from there).
+//!
+//! Events that make no delivery (the usual case) cost no write: the
+//! dispatcher keeps its place in memory and stores it with the next
+//! deliveries, or after [`PERSIST_EVERY`]. Re-reading such events after a
+//! restart makes no delivery either (subscriptions only take events after
+//! their creation), so nothing is sent twice. Rounds are at most one per
+//! [`MIN_ROUND_GAP`], so a burst of enqueues costs a few reads, not one
+//! per task.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,21 +21,39 @@ use offload::{
 };
 use serde_json::{Value, json};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Events read per round.
 const BATCH: u32 = 500;
 /// Without a notification, the log is read again this often.
 const SAFETY_POLL: Duration = Duration::from_secs(1);
+/// Shortest time between two rounds (the delay a webhook may gain).
+const MIN_ROUND_GAP: Duration = Duration::from_millis(20);
+/// A place in the log that made no delivery is stored at most this often.
+const PERSIST_EVERY: Duration = Duration::from_secs(5);
 /// A task's own webhook gets these events.
 const TASK_WEBHOOK_EVENTS: [EventKind; 3] =
     [EventKind::Succeeded, EventKind::Failed, EventKind::Aborted];
 
+/// Where this dispatcher is: the stored cursor it last saw, and how far it
+/// has read past it without making a delivery.
+#[derive(Default)]
+struct Place {
+    /// `None` until the stored cursor was read.
+    stored: Option<Option<String>>,
+    /// Read up to here (`None`: not past `stored`).
+    read: Option<String>,
+    since_persist: Option<Instant>,
+}
+
 pub(crate) async fn run(client: Client, wake_sender: Arc<Notify>, stop: CancellationToken) {
     let mut changes = client.store().notifier().subscribe();
     let mut failures = 0u32;
+    let mut place = Place::default();
     loop {
-        match round(&client).await {
+        let started = Instant::now();
+        match round(&client, &mut place).await {
             Ok(Round { made, more }) => {
                 failures = 0;
                 if made > 0 {
@@ -38,6 +65,7 @@ pub(crate) async fn run(client: Client, wake_sender: Arc<Notify>, stop: Cancella
             }
             Err(e) => {
                 failures += 1;
+                place = Place::default();
                 tracing::warn!(error = %e, "webhook dispatch failed; trying again");
                 let wait = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
                 tokio::select! {
@@ -51,6 +79,12 @@ pub(crate) async fn run(client: Client, wake_sender: Arc<Notify>, stop: Cancella
             () = tokio::time::sleep(SAFETY_POLL) => {}
             () = stop.cancelled() => return,
         }
+        // later notifications of this burst are taken by the next round
+        tokio::select! {
+            () = tokio::time::sleep_until(started + MIN_ROUND_GAP) => {}
+            () = stop.cancelled() => return,
+        }
+        while changes.try_recv().is_ok() {}
     }
 }
 
@@ -59,47 +93,66 @@ struct Round {
     more: bool,
 }
 
-async fn round(client: &Client) -> offload::Result<Round> {
+async fn round(client: &Client, place: &mut Place) -> offload::Result<Round> {
     let store = client.store();
-    let cursor = store.webhook_cursor().await?;
+    let stored = match &place.stored {
+        Some(c) => c.clone(),
+        None => {
+            let c = store.webhook_cursor().await?;
+            place.stored = Some(c.clone());
+            c
+        }
+    };
+    let after = place.read.clone().or_else(|| stored.clone());
     let page = client
         .events(&EventListParams {
             // the first time, from the oldest kept event: subscriptions only
             // take events after their creation, tasks' own webhooks were asked for
-            after: cursor.clone(),
+            after: after.clone(),
             filter: Default::default(),
             limit: BATCH,
         })
         .await?;
     let Some(new_cursor) = page.cursor.clone() else {
-        return Ok(Round {
-            made: 0,
-            more: false,
-        });
+        return Ok(Round { made: 0, more: false });
     };
-    if new_cursor == *cursor.as_deref().unwrap_or("") {
-        return Ok(Round {
-            made: 0,
-            more: false,
-        });
+    if Some(&new_cursor) == after.as_ref() {
+        return Ok(Round { made: 0, more: false });
     }
     let subscriptions = store.webhook_list().await?;
     let mut deliveries = Vec::new();
     for event in &page.events {
         deliveries.extend(deliveries_for(client, event, &subscriptions).await?);
     }
+    let more = page.events.len() >= BATCH as usize;
+    let due = place
+        .since_persist
+        .is_none_or(|t| t.elapsed() >= PERSIST_EVERY);
+    if deliveries.is_empty() && !due {
+        place.read = Some(new_cursor);
+        return Ok(Round { made: 0, more });
+    }
     let made = deliveries.len();
-    let stored = store
+    let stored_now = store
         .webhook_enqueue(&WebhookEnqueueParams {
-            expected_cursor: cursor,
-            new_cursor,
+            expected_cursor: stored,
+            new_cursor: new_cursor.clone(),
             deliveries,
         })
         .await?;
-    Ok(Round {
-        made: if stored { made } else { 0 },
-        more: page.events.len() >= BATCH as usize || !stored,
-    })
+    place.since_persist = Some(Instant::now());
+    if stored_now {
+        place.stored = Some(Some(new_cursor));
+        place.read = None;
+        Ok(Round { made, more })
+    } else {
+        // another dispatcher moved the cursor: read on from where it is
+        *place = Place::default();
+        Ok(Round {
+            made: 0,
+            more: true,
+        })
+    }
 }
 
 fn matches(sub: &WebhookRecord, event: &TaskEvent) -> bool {
