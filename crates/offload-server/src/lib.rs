@@ -178,5 +178,16 @@ pub fn router_with(client: Client, metrics: Metrics, config: &ApiConfig) -> Rout
         })
 }
 
+/// Makes the TLS library's cryptography (ring) the process default, so
+/// HTTP clients (webhooks, `http` runners) reach `https://` targets,
+/// verified against the system's certificate roots. Safe to call more
+/// than once; a provider installed earlier by the application is kept.
+pub fn install_tls_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // a concurrent install won the race: either provider serves
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
 /// Where the OpenAPI 3.1 document of the API is served.
 pub const OPENAPI_PATH: &str = "/v1/openapi.json";

@@ -27,6 +27,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 const MAX_ERROR: usize = 500;
 
 pub(crate) fn http_client(settings: &WebhookSettings) -> Result<reqwest::Client, reqwest::Error> {
+    crate::install_tls_provider();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()

@@ -114,10 +114,16 @@ async fn round(client: &Client, place: &mut Place) -> offload::Result<Round> {
         })
         .await?;
     let Some(new_cursor) = page.cursor.clone() else {
-        return Ok(Round { made: 0, more: false });
+        return Ok(Round {
+            made: 0,
+            more: false,
+        });
     };
     if Some(&new_cursor) == after.as_ref() {
-        return Ok(Round { made: 0, more: false });
+        return Ok(Round {
+            made: 0,
+            more: false,
+        });
     }
     let subscriptions = store.webhook_list().await?;
     let mut deliveries = Vec::new();
