@@ -16,11 +16,10 @@
 
 use chrono::{DateTime, Utc};
 use offload_store::{
-    EventFilter, EventKind, EventListParams, EventPage, FinishOutcome, MAX_EVENT_PAGE,
+    EventData, EventFilter, EventKind, EventListParams, EventPage, FinishOutcome, MAX_EVENT_PAGE,
     PurgeBeforeParams, StoreError, StoreResult, TaskEvent,
 };
 use offload_types::{Status, TaskErrorRecord, TaskId, ValidationError};
-use serde::Serialize;
 use serde_json::Value;
 use sqlx::{AssertSqlSafe, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
@@ -31,68 +30,31 @@ use crate::error::{corrupt, map};
 
 // ---------------------------------------------------------------- data
 
-/// An event's `data` object; absent fields are left out.
-#[derive(Debug, Default, Serialize)]
-struct Data<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<&'a TaskErrorRecord>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    run_at: Option<DateTime<Utc>>,
-}
-
 /// An event to append for a task: its kind and `data`.
 pub(crate) type NewEvent = (EventKind, Value);
 
 /// The `data` of an event that only carries an error (`task.failed`,
 /// `task.aborted`).
 pub(crate) fn error_data(error: &TaskErrorRecord) -> StoreResult<Value> {
-    json(&Data {
-        error: Some(error),
-        ..Data::default()
-    })
+    json(&EventData::error(error))
 }
 
 /// The event a finish outcome writes (`None`: snooze and release write
 /// none).
 pub(crate) fn finish_event(outcome: &FinishOutcome) -> StoreResult<Option<NewEvent>> {
-    Ok(match outcome {
-        FinishOutcome::Success { .. } => Some((EventKind::Succeeded, json(&Data::default())?)),
-        FinishOutcome::Retry { error, run_at } => Some((
-            EventKind::Retrying,
-            json(&Data {
-                error: Some(error),
-                run_at: Some(*run_at),
-                ..Data::default()
-            })?,
-        )),
-        FinishOutcome::Fail { error } => Some((EventKind::Failed, error_data(error)?)),
-        FinishOutcome::Abort { error } => Some((EventKind::Aborted, error_data(error)?)),
-        FinishOutcome::Snooze { .. } | FinishOutcome::Release => None,
-    })
+    offload_store::finish_event(outcome)
+        .map(|(kind, data)| Ok((kind, json(&data)?)))
+        .transpose()
 }
 
-/// The event a rescue writes: the task goes back to `pending` (retrying,
-/// due from its `run_at`), or is `failed` or `aborted` with the error the
-/// store recorded.
+/// The event a rescue writes (see [`offload_store::rescue_event`]).
 pub(crate) fn rescue_event(
     status: Status,
     error: &TaskErrorRecord,
     run_at: DateTime<Utc>,
 ) -> StoreResult<NewEvent> {
-    Ok(match status {
-        Status::Failed => (EventKind::Failed, error_data(error)?),
-        Status::Aborted => (EventKind::Aborted, error_data(error)?),
-        _ => (
-            EventKind::Retrying,
-            json(&Data {
-                reason: Some("lease expired"),
-                run_at: Some(run_at),
-                ..Data::default()
-            })?,
-        ),
-    })
+    let (kind, data) = offload_store::rescue_event(status, error, run_at);
+    Ok((kind, json(&data)?))
 }
 
 // ---------------------------------------------------------------- read
@@ -106,9 +68,6 @@ const FILTER_SCAN: u32 = 10 * MAX_EVENT_PAGE;
 /// appended in about `at` order; one written with an earlier `now` than
 /// its neighbours is found by a later purge).
 const PURGE_SCAN_SLACK: u32 = 1000;
-
-/// Events deleted per purge statement.
-const PURGE_BATCH: u32 = 1000;
 
 /// Only events of transactions that ended before every transaction still
 /// running (see the module docs). (Statements that select `tx::text`
@@ -291,7 +250,7 @@ pub(crate) async fn latest(store: &PgStore) -> StoreResult<Option<String>> {
 }
 
 /// Deletes up to `p.limit` events written before `p.before`, oldest first,
-/// in statements of [`PURGE_BATCH`]: each deletes the old events among the
+/// in statements of batches of 1000: each deletes the old events among the
 /// first rows of the log (its limit plus [`PURGE_SCAN_SLACK`]), so a purge
 /// never reads the whole log. Returns how many.
 pub(crate) async fn purge(store: &PgStore, p: &PurgeBeforeParams) -> StoreResult<u64> {
@@ -301,25 +260,8 @@ pub(crate) async fn purge(store: &PgStore, p: &PurgeBeforeParams) -> StoreResult
          DELETE FROM {q}.events e USING victims v WHERE e.tx = v.tx AND e.seq = v.seq",
         q = store.q()
     );
-    let mut left = p.limit;
-    let mut total = 0u64;
-    while left > 0 {
-        let batch = left.min(PURGE_BATCH);
-        let deleted = sqlx::query(AssertSqlSafe(sql.clone()))
-            .bind(p.before)
-            .bind(i64::from(batch))
-            .bind(i64::from(batch) + i64::from(PURGE_SCAN_SLACK))
-            .execute(&store.inner.pool)
-            .await
-            .map_err(map)?
-            .rows_affected();
-        total += deleted;
-        left = left.saturating_sub(u32::try_from(deleted).unwrap_or(u32::MAX));
-        if deleted < u64::from(batch) {
-            break;
-        }
-    }
-    Ok(total)
+    crate::manage::delete_before_in_batches(store, &sql, p.before, p.limit, Some(PURGE_SCAN_SLACK))
+        .await
 }
 
 #[cfg(test)]

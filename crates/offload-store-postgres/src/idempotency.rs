@@ -27,9 +27,6 @@ use crate::PgStore;
 use crate::codec::uuid;
 use crate::error::map;
 
-/// Rows deleted per purge transaction.
-const PURGE_BATCH: u32 = 1000;
-
 /// `task_insert_idempotent`.
 pub(crate) async fn insert(
     store: &PgStore,
@@ -114,22 +111,5 @@ pub(crate) async fn purge(store: &PgStore, p: &PurgeBeforeParams) -> StoreResult
         "DELETE FROM {q}.idempotency_keys WHERE key IN (SELECT key FROM {q}.idempotency_keys \
          WHERE expires_at < $1 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
     );
-    let mut left = p.limit;
-    let mut total = 0u64;
-    while left > 0 {
-        let batch = left.min(PURGE_BATCH);
-        let deleted = sqlx::query(AssertSqlSafe(sql.clone()))
-            .bind(p.before)
-            .bind(i64::from(batch))
-            .execute(&store.inner.pool)
-            .await
-            .map_err(map)?
-            .rows_affected();
-        total += deleted;
-        left = left.saturating_sub(u32::try_from(deleted).unwrap_or(u32::MAX));
-        if deleted < u64::from(batch) {
-            break;
-        }
-    }
-    Ok(total)
+    crate::manage::delete_before_in_batches(store, &sql, p.before, p.limit, None).await
 }

@@ -402,6 +402,33 @@ pub(crate) async fn delete(store: &PgStore, p: &TaskDeleteParams) -> StoreResult
     Ok(())
 }
 
+/// Runs a bounded `DELETE` (`$1` = the cut-off time, `$2` = the batch
+/// size, `$3` = the batch size plus `scan_slack` when given) until a batch
+/// comes back short or `limit` rows are gone; each batch its own statement.
+pub(crate) async fn delete_before_in_batches(
+    store: &PgStore,
+    sql: &str,
+    before: chrono::DateTime<chrono::Utc>,
+    limit: u32,
+    scan_slack: Option<u32>,
+) -> StoreResult<u64> {
+    let batch = u32::try_from(PURGE_BATCH).unwrap_or(u32::MAX);
+    offload_store::purge_in_batches(limit.into(), batch, |n| async move {
+        let mut query = sqlx::query(AssertSqlSafe(sql.to_owned()))
+            .bind(before)
+            .bind(i64::from(n));
+        if let Some(slack) = scan_slack {
+            query = query.bind(i64::from(n) + i64::from(slack));
+        }
+        Ok(query
+            .execute(&store.inner.pool)
+            .await
+            .map_err(map)?
+            .rows_affected())
+    })
+    .await
+}
+
 /// Deletes terminal tasks matching the filter in batches of
 /// [`PURGE_BATCH`], each its own transaction.
 pub(crate) async fn purge(store: &PgStore, p: &TaskPurgeParams) -> StoreResult<u64> {

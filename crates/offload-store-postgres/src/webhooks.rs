@@ -38,8 +38,6 @@ use crate::error::{corrupt, map, sqlstate};
 const CURSOR_KEY: &str = "cursor";
 /// The `webhook_state` key of the secret of tasks' own webhooks.
 const TASK_SECRET_KEY: &str = "task_secret";
-/// Rows deleted per purge statement.
-const PURGE_BATCH: u32 = 1000;
 
 // ---------------------------------------------------------------- subscriptions
 
@@ -489,22 +487,5 @@ pub(crate) async fn purge(store: &PgStore, p: &PurgeBeforeParams) -> StoreResult
          WHERE created_at < $1 AND status IN ('delivered', 'failed') \
          ORDER BY created_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)"
     );
-    let mut left = p.limit;
-    let mut total = 0u64;
-    while left > 0 {
-        let batch = left.min(PURGE_BATCH);
-        let deleted = sqlx::query(AssertSqlSafe(sql.clone()))
-            .bind(p.before)
-            .bind(i64::from(batch))
-            .execute(&store.inner.pool)
-            .await
-            .map_err(map)?
-            .rows_affected();
-        total += deleted;
-        left = left.saturating_sub(u32::try_from(deleted).unwrap_or(u32::MAX));
-        if deleted < u64::from(batch) {
-            break;
-        }
-    }
-    Ok(total)
+    crate::manage::delete_before_in_batches(store, &sql, p.before, p.limit, None).await
 }

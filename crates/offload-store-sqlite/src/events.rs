@@ -20,33 +20,17 @@ use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use offload_store::{
-    EventFilter, EventKind, EventListParams, EventPage, FinishOutcome, MAX_EVENT_PAGE, StoreError,
-    StoreResult, TaskEvent,
+    EventData, EventFilter, EventKind, EventListParams, EventPage, FinishOutcome, MAX_EVENT_PAGE,
+    StoreError, StoreResult, TaskEvent,
 };
 use offload_types::{Status, TaskErrorRecord, TaskId, ValidationError};
 use rusqlite::Connection;
 use rusqlite::types::Value;
-use serde::Serialize;
 
 use crate::codec::{json, time};
 use crate::error::{corrupt, map};
 
 // ---------------------------------------------------------------- data
-
-/// An event's `data` object; absent fields are left out.
-#[derive(Debug, Default, Serialize)]
-struct Data<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<&'a TaskErrorRecord>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    run_at: Option<DateTime<Utc>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    worker_id: Option<&'a str>,
-}
 
 /// An event to append for a task row: its kind and `data` as JSON text.
 pub(crate) type NewEvent = (EventKind, String);
@@ -57,69 +41,37 @@ pub(crate) fn created_data(status: &str) -> StoreResult<Cow<'static, str>> {
         "pending" => Cow::Borrowed(r#"{"status":"pending"}"#),
         "scheduled" => Cow::Borrowed(r#"{"status":"scheduled"}"#),
         "blocked" => Cow::Borrowed(r#"{"status":"blocked"}"#),
-        other => Cow::Owned(json(&Data {
-            status: Some(other),
-            ..Data::default()
-        })?),
+        other => Cow::Owned(json(&EventData::created(other))?),
     })
 }
 
 /// The `data` of `task.started` for a claim by `worker_id`.
 pub(crate) fn started_data(worker_id: &str) -> StoreResult<String> {
-    json(&Data {
-        worker_id: Some(worker_id),
-        ..Data::default()
-    })
+    json(&EventData::started(worker_id))
 }
 
 /// The `data` of an event that only carries an error (`task.failed`,
 /// `task.aborted`).
 pub(crate) fn error_data(error: &TaskErrorRecord) -> StoreResult<String> {
-    json(&Data {
-        error: Some(error),
-        ..Data::default()
-    })
+    json(&EventData::error(error))
 }
 
 /// The event a finish outcome writes (`None`: snooze and release write
 /// none).
 pub(crate) fn finish_event(outcome: &FinishOutcome) -> StoreResult<Option<NewEvent>> {
-    Ok(match outcome {
-        FinishOutcome::Success { .. } => Some((EventKind::Succeeded, "{}".to_owned())),
-        FinishOutcome::Retry { error, run_at } => Some((
-            EventKind::Retrying,
-            json(&Data {
-                error: Some(error),
-                run_at: Some(*run_at),
-                ..Data::default()
-            })?,
-        )),
-        FinishOutcome::Fail { error } => Some((EventKind::Failed, error_data(error)?)),
-        FinishOutcome::Abort { error } => Some((EventKind::Aborted, error_data(error)?)),
-        FinishOutcome::Snooze { .. } | FinishOutcome::Release => None,
-    })
+    offload_store::finish_event(outcome)
+        .map(|(kind, data)| Ok((kind, json(&data)?)))
+        .transpose()
 }
 
-/// The event a rescue writes: the task goes back to `pending` (retrying,
-/// due from its `run_at`), or is `failed` or `aborted` with the error the
-/// store recorded.
+/// The event a rescue writes (see [`offload_store::rescue_event`]).
 pub(crate) fn rescue_event(
     status: Status,
     error: &TaskErrorRecord,
     run_at: DateTime<Utc>,
 ) -> StoreResult<NewEvent> {
-    Ok(match status {
-        Status::Failed => (EventKind::Failed, error_data(error)?),
-        Status::Aborted => (EventKind::Aborted, error_data(error)?),
-        _ => (
-            EventKind::Retrying,
-            json(&Data {
-                reason: Some("lease expired"),
-                run_at: Some(run_at),
-                ..Data::default()
-            })?,
-        ),
-    })
+    let (kind, data) = offload_store::rescue_event(status, error, run_at);
+    Ok((kind, json(&data)?))
 }
 
 // ---------------------------------------------------------------- append

@@ -14,7 +14,7 @@ use offload_store::{
     TaskClaimParams, TaskCount, TaskCountParams, TaskDeleteParams, TaskExportParams,
     TaskFinishParams, TaskHeartbeatParams, TaskImportParams, TaskImportResult, TaskInsertParams,
     TaskListParams, TaskNextRunAtParams, TaskPage, TaskProgressParams, TaskPurgeParams, TaskRecord,
-    TaskRescueParams, TaskRetryParams, TaskUpdateParams, parse_cursor,
+    TaskRescueParams, TaskRetryParams, TaskUpdateParams, parse_cursor, purge_in_batches,
 };
 use offload_types::{Attempt, MAX_ATTEMPTS_LIMIT, Task, TaskId, ValidationError};
 use rusqlite::types::Value;
@@ -32,6 +32,11 @@ use crate::writer::{Writer, WriterStats};
 /// Rows deleted per purge transaction, so a large purge never holds the
 /// write lock for long.
 const PURGE_BATCH: u32 = 1000;
+/// The writer's weight of a batch of `n` rows.
+fn weight(n: u32) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
 /// Largest page `task_list` returns.
 const MAX_PAGE: u32 = 1000;
 
@@ -476,24 +481,11 @@ impl Store for SqliteStore {
             w.push("finished_at < ?", Value::Integer(micros(before)));
         }
         let w = Arc::new(w);
-        let mut left = params.limit.unwrap_or(u64::MAX);
-        let mut total = 0u64;
-        // Each batch is its own transaction; the loop ends when a batch
-        // comes back short or the limit is reached.
-        while left > 0 {
-            let batch = u32::try_from(left.min(u64::from(PURGE_BATCH))).unwrap_or(PURGE_BATCH);
+        purge_in_batches(params.limit.unwrap_or(u64::MAX), PURGE_BATCH, |batch| {
             let w = w.clone();
-            let weight = usize::try_from(batch).unwrap_or(usize::MAX);
-            let deleted = self
-                .write(weight, move |ctx| write::purge_batch(ctx, &w, batch))
-                .await?;
-            total += deleted;
-            left = left.saturating_sub(deleted);
-            if deleted < u64::from(batch) {
-                break;
-            }
-        }
-        Ok(total)
+            self.write(weight(batch), move |ctx| write::purge_batch(ctx, &w, batch))
+        })
+        .await
     }
 
     async fn task_rescue_expired(
@@ -619,24 +611,12 @@ impl Store for SqliteStore {
         params: &offload_store::PurgeBeforeParams,
     ) -> StoreResult<u64> {
         let before = micros(params.before);
-        let mut left = params.limit;
-        let mut total = 0u64;
-        // Bounded batches, each its own transaction, like `task_purge`.
-        while left > 0 {
-            let batch = left.min(PURGE_BATCH);
-            let weight = usize::try_from(batch).unwrap_or(usize::MAX);
-            let deleted = self
-                .write(weight, move |ctx| {
-                    crate::idempotency::purge(ctx, before, batch)
-                })
-                .await?;
-            total += deleted;
-            left = left.saturating_sub(u32::try_from(deleted).unwrap_or(u32::MAX));
-            if deleted < u64::from(batch) {
-                break;
-            }
-        }
-        Ok(total)
+        purge_in_batches(params.limit.into(), PURGE_BATCH, |batch| {
+            self.write(weight(batch), move |ctx| {
+                crate::idempotency::purge(ctx, before, batch)
+            })
+        })
+        .await
     }
 
     async fn event_list(
@@ -661,24 +641,12 @@ impl Store for SqliteStore {
 
     async fn event_purge(&self, params: &offload_store::PurgeBeforeParams) -> StoreResult<u64> {
         let before = micros(params.before);
-        let mut left = params.limit;
-        let mut total = 0u64;
-        // Each batch is its own transaction, like task_purge.
-        while left > 0 {
-            let batch = left.min(PURGE_BATCH);
-            let weight = usize::try_from(batch).unwrap_or(usize::MAX);
-            let deleted = self
-                .write(weight, move |ctx| {
-                    crate::events::purge_batch(ctx.conn, before, batch)
-                })
-                .await?;
-            total += deleted;
-            left = left.saturating_sub(u32::try_from(deleted).unwrap_or(u32::MAX));
-            if deleted < u64::from(batch) {
-                break;
-            }
-        }
-        Ok(total)
+        purge_in_batches(params.limit.into(), PURGE_BATCH, |batch| {
+            self.write(weight(batch), move |ctx| {
+                crate::events::purge_batch(ctx.conn, before, batch)
+            })
+        })
+        .await
     }
 
     async fn token_insert(&self, token: &offload_store::TokenRecord) -> StoreResult<()> {
@@ -842,24 +810,12 @@ impl Store for SqliteStore {
         params: &offload_store::PurgeBeforeParams,
     ) -> StoreResult<u64> {
         let before = micros(params.before);
-        let mut left = params.limit;
-        let mut total = 0u64;
-        // Bounded batches, each its own transaction, like `task_purge`.
-        while left > 0 {
-            let batch = left.min(PURGE_BATCH);
-            let weight = usize::try_from(batch).unwrap_or(usize::MAX);
-            let deleted = self
-                .write(weight, move |ctx| {
-                    crate::webhooks::purge(ctx, before, batch)
-                })
-                .await?;
-            total += deleted;
-            left = left.saturating_sub(u32::try_from(deleted).unwrap_or(u32::MAX));
-            if deleted < u64::from(batch) {
-                break;
-            }
-        }
-        Ok(total)
+        purge_in_batches(params.limit.into(), PURGE_BATCH, |batch| {
+            self.write(weight(batch), move |ctx| {
+                crate::webhooks::purge(ctx, before, batch)
+            })
+        })
+        .await
     }
 
     async fn webhook_task_secret(&self, candidate: &str) -> StoreResult<String> {

@@ -150,3 +150,93 @@ pub struct EventPage {
 
 /// Largest [`EventListParams::limit`].
 pub const MAX_EVENT_PAGE: u32 = 1000;
+
+/// The `data` object of an event as the stores write it; absent fields
+/// are left out. Built by [`EventData::created`], [`EventData::started`],
+/// [`EventData::error`], [`finish_event`] and [`rescue_event`], so both
+/// backends write the same shapes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Serialize)]
+pub struct EventData<'a> {
+    /// `task.created`: the status the task starts in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<&'a str>,
+    /// Why, when no error says it (`lease expired`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    /// The attempt's error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'a offload_types::TaskErrorRecord>,
+    /// When the task runs again (`task.retrying`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<DateTime<Utc>>,
+    /// `task.started`: the worker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<&'a str>,
+}
+
+impl<'a> EventData<'a> {
+    /// `task.created` of a task inserted as `status`.
+    pub fn created(status: &'a str) -> Self {
+        Self {
+            status: Some(status),
+            ..Self::default()
+        }
+    }
+
+    /// `task.started` by `worker_id`.
+    pub fn started(worker_id: &'a str) -> Self {
+        Self {
+            worker_id: Some(worker_id),
+            ..Self::default()
+        }
+    }
+
+    /// An event that carries only an error (`task.failed`, `task.aborted`).
+    pub fn error(error: &'a offload_types::TaskErrorRecord) -> Self {
+        Self {
+            error: Some(error),
+            ..Self::default()
+        }
+    }
+}
+
+/// The event a finish outcome writes (`None`: snooze and release write none).
+pub fn finish_event(outcome: &crate::FinishOutcome) -> Option<(EventKind, EventData<'_>)> {
+    use crate::FinishOutcome as F;
+    match outcome {
+        F::Success { .. } => Some((EventKind::Succeeded, EventData::default())),
+        F::Retry { error, run_at } => Some((
+            EventKind::Retrying,
+            EventData {
+                error: Some(error),
+                run_at: Some(*run_at),
+                ..EventData::default()
+            },
+        )),
+        F::Fail { error } => Some((EventKind::Failed, EventData::error(error))),
+        F::Abort { error } => Some((EventKind::Aborted, EventData::error(error))),
+        F::Snooze { .. } | F::Release => None,
+    }
+}
+
+/// The event a rescue writes: back to `pending` (`task.retrying`, due from
+/// its `run_at`), or `failed` / `aborted` with the error the store recorded.
+pub fn rescue_event(
+    status: offload_types::Status,
+    error: &offload_types::TaskErrorRecord,
+    run_at: DateTime<Utc>,
+) -> (EventKind, EventData<'_>) {
+    use offload_types::Status as S;
+    match status {
+        S::Failed => (EventKind::Failed, EventData::error(error)),
+        S::Aborted => (EventKind::Aborted, EventData::error(error)),
+        _ => (
+            EventKind::Retrying,
+            EventData {
+                reason: Some("lease expired"),
+                run_at: Some(run_at),
+                ..EventData::default()
+            },
+        ),
+    }
+}

@@ -23,8 +23,8 @@ pub use access::{AuditListParams, AuditPage, AuditRecord, NewAuditRecord, TokenR
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{StoreError, StoreResult};
 pub use events::{
-    EventFilter, EventKind, EventKindParseError, EventListParams, EventPage, MAX_EVENT_PAGE,
-    TaskEvent,
+    EventData, EventFilter, EventKind, EventKindParseError, EventListParams, EventPage,
+    MAX_EVENT_PAGE, TaskEvent, finish_event, rescue_event,
 };
 pub use notify::{Notification, Notifier, NotifyHub};
 pub use params::*;

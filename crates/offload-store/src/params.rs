@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use offload_types::Task;
 
+use crate::StoreResult;
+
 /// Insert many tasks in one round-trip and one commit.
 #[derive(Debug, Clone)]
 pub struct TaskInsertParams {
@@ -434,4 +436,43 @@ pub struct PurgeBeforeParams {
     pub before: DateTime<Utc>,
     /// At most this many rows in this call.
     pub limit: u32,
+}
+
+/// Deletes in bounded batches, each its own call (and transaction): calls
+/// `batch_fn(n)` with `n` at most `batch` until a call deletes fewer than
+/// asked or `limit` rows are gone. Returns how many were deleted.
+///
+/// ```
+/// # tokio_test_block_on(async {
+/// let mut left = 2500u64;
+/// let deleted = offload_store::purge_in_batches(u64::MAX, 1000, |n| {
+///     let now = left.min(u64::from(n));
+///     left -= now;
+///     async move { Ok(now) }
+/// })
+/// .await
+/// .unwrap();
+/// assert_eq!(deleted, 2500);
+/// # });
+/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+/// # }
+/// ```
+pub async fn purge_in_batches<F, Fut>(limit: u64, batch: u32, mut batch_fn: F) -> StoreResult<u64>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: Future<Output = StoreResult<u64>>,
+{
+    let mut left = limit;
+    let mut total = 0u64;
+    while left > 0 {
+        let n = u32::try_from(left.min(u64::from(batch))).unwrap_or(batch);
+        let deleted = batch_fn(n).await?;
+        total += deleted;
+        left = left.saturating_sub(deleted);
+        if deleted < u64::from(n) {
+            break;
+        }
+    }
+    Ok(total)
 }
