@@ -12,7 +12,7 @@ use crate::ApiError;
 use crate::auth::{Auth, Caller};
 use crate::error::{JsonBody, QueryArgs};
 use crate::schema::{AuditPage, CreatedToken, ErrorBody, TokenInfo};
-use crate::tasks::audit;
+use crate::tasks::{ReasonQuery, audit};
 
 /// Page size of `GET /v1/audit` unless `limit` says otherwise.
 const DEFAULT_PAGE: u32 = 50;
@@ -88,15 +88,6 @@ pub(crate) async fn delete_token(
     )
     .await;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Why, for the audit log.
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ReasonQuery {
-    /// Why, for the audit log.
-    reason: Option<String>,
 }
 
 /// The query of `GET /v1/audit`.

@@ -383,7 +383,7 @@ pub(crate) async fn delete(
 #[serde(deny_unknown_fields)]
 pub(crate) struct ReasonQuery {
     /// Why, for the audit log.
-    reason: Option<String>,
+    pub(crate) reason: Option<String>,
 }
 
 /// Records an operator action; a failure is logged, not answered (the

@@ -13,7 +13,7 @@ use crate::ApiError;
 use crate::auth::Caller;
 use crate::error::{JsonBody, QueryArgs};
 use crate::schema::{CreatedWebhook, DeliveryList, ErrorBody, WebhookInfo};
-use crate::tasks::audit;
+use crate::tasks::{ReasonQuery, audit};
 
 /// Page size of the deliveries list unless `limit` says otherwise.
 const DEFAULT_PAGE: u32 = 50;
@@ -92,15 +92,6 @@ pub(crate) async fn create(
     let mut answer = webhook_json(&made);
     answer["secret"] = json!(made.secret);
     Ok((StatusCode::CREATED, Json(answer)))
-}
-
-/// Why, for the audit log.
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ReasonQuery {
-    /// Why, for the audit log.
-    reason: Option<String>,
 }
 
 /// `DELETE /v1/webhooks/{id}` → 204; its deliveries go with it.
