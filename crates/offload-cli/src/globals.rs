@@ -15,8 +15,9 @@ use crate::tasks::Tasks;
 /// The configuration file read when `--config` is not given.
 pub(crate) const DEFAULT_CONFIG_PATH: &str = "offload.toml";
 
-/// Global options, accepted before or after the command name.
-#[derive(Debug, clap::Args)]
+/// Global options, accepted before or after the command name. `Debug`
+/// hides the token.
+#[derive(clap::Args)]
 #[command(next_help_heading = "Global options")]
 pub(crate) struct GlobalArgs {
     /// Where tasks are stored [default: offload.toml's database_url, else sqlite://offload.db]
@@ -42,8 +43,7 @@ pub(crate) struct GlobalArgs {
     token: Option<String>,
 }
 
-/// The resolved global settings.
-#[derive(Debug)]
+/// The resolved global settings. `Debug` hides the token.
 pub(crate) struct Globals {
     /// The database URL to open.
     pub(crate) database_url: String,
@@ -111,5 +111,29 @@ impl Globals {
         Client::connect(&self.database_url)
             .await
             .with_context(|| format!("cannot open database {}", self.database_url))
+    }
+}
+
+impl std::fmt::Debug for GlobalArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GlobalArgs")
+            .field("database_url", &self.database_url)
+            .field("config", &self.config)
+            .field("json", &self.json)
+            .field("server", &self.server)
+            .field("token", &self.token.as_ref().map(|_| "(hidden)"))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Globals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Globals")
+            .field("database_url", &self.database_url)
+            .field("config", &self.config)
+            .field("json", &self.json)
+            .field("server", &self.server)
+            .field("token", &self.token.as_ref().map(|_| "(hidden)"))
+            .finish()
     }
 }

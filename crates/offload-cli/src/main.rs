@@ -91,7 +91,6 @@ fn main() -> ExitCode {
         Err(e) => return clap_exit(e),
     };
     init_tracing();
-    offload_server::install_tls_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

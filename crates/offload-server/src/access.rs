@@ -43,10 +43,13 @@ pub(crate) async fn list_tokens(State(client): State<Client>) -> Result<Json<Val
     responses((status = 201, description = "Created; `token` is shown only now", body = CreatedToken), (status = 422, description = "Invalid input (names the field)", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn create_token(
     State(client): State<Client>,
+    State(auth): State<Auth>,
     Extension(caller): Extension<Caller>,
     JsonBody(body): JsonBody<NewTokenBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let created = client.create_token(body.role, body.label).await?;
+    // the first token closes an open API at once
+    auth.forget();
     audit(
         &client,
         AuditEntry::new(caller.actor(), "token.create")

@@ -1,14 +1,16 @@
 //! Access control: `Authorization: Bearer ofl_…` tokens with roles.
 //!
-//! While the store holds no token the API is open (the server only allows
-//! that on a loopback address, or with `--insecure`). Once one token
-//! exists, every route but `/healthz`, `/readyz` and the OpenAPI document
+//! While the store holds no token the API is open — unless the server
+//! was started exposed (a non-loopback address without `--insecure`): then
+//! a token is always needed, so deleting the last token locks the API
+//! instead of opening it. Once one token exists, every route but `/healthz`, `/readyz` and the OpenAPI document
 //! needs a valid token (401 otherwise) whose role allows the route (403
 //! otherwise). Verified tokens are cached for [`CACHE_TTL`], so a deleted
 //! token stops working within that time on other servers (at once on the
 //! server that deleted it).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -64,26 +66,37 @@ struct Inner {
     verified: Mutex<HashMap<[u8; 32], (TokenInfo, Instant)>>,
     /// Whether the store holds a token, and when that was read.
     required: Mutex<Option<(bool, Instant)>>,
+    /// Tokens are needed even while the store holds none.
+    always_required: bool,
+    /// Bumped by [`Auth::forget`]: a lookup that started before it does
+    /// not fill the cache.
+    generation: AtomicU64,
 }
 
 impl Auth {
-    pub(crate) fn new(client: Client) -> Self {
+    pub(crate) fn new(client: Client, always_required: bool) -> Self {
         Self {
             inner: Arc::new(Inner {
                 client,
                 verified: Mutex::new(HashMap::new()),
                 required: Mutex::new(None),
+                always_required,
+                generation: AtomicU64::new(0),
             }),
         }
     }
 
-    /// Forgets cached tokens (after a token was deleted here).
+    /// Forgets cached tokens (after a token was made or deleted here).
     pub(crate) fn forget(&self) {
+        self.inner.generation.fetch_add(1, Ordering::SeqCst);
         lock(&self.inner.verified).clear();
         *lock(&self.inner.required) = None;
     }
 
     async fn required(&self) -> Result<bool, ApiError> {
+        if self.inner.always_required {
+            return Ok(true);
+        }
         if let Some((required, at)) = *lock(&self.inner.required)
             && at.elapsed() < CACHE_TTL
         {
@@ -104,8 +117,11 @@ impl Auth {
         {
             return Ok(Some(info.clone()));
         }
+        let generation = self.inner.generation.load(Ordering::SeqCst);
         let found = self.inner.client.authenticate(presented).await?;
-        if let Some(info) = &found {
+        if let Some(info) = &found
+            && self.inner.generation.load(Ordering::SeqCst) == generation
+        {
             let mut cache = lock(&self.inner.verified);
             if cache.len() >= CACHE_MAX {
                 cache.clear();

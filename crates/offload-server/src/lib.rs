@@ -79,6 +79,9 @@ pub struct ApiConfig {
     pub body_limit: usize,
     /// How subscriptions made through the API are checked.
     pub webhooks: WebhookSettings,
+    /// Ask for a token even while the store holds none (a server exposed
+    /// beyond loopback: deleting the last token must not open it).
+    pub always_require_tokens: bool,
 }
 
 impl Default for ApiConfig {
@@ -86,6 +89,7 @@ impl Default for ApiConfig {
         Self {
             body_limit: DEFAULT_BODY_LIMIT,
             webhooks: WebhookSettings::default(),
+            always_require_tokens: false,
         }
     }
 }
@@ -154,7 +158,7 @@ pub fn router_with(client: Client, metrics: Metrics, config: &ApiConfig) -> Rout
     let mut api = api;
     schema::add_security(&mut api);
     let document = Arc::new(api);
-    let auth = auth::Auth::new(client.clone());
+    let auth = auth::Auth::new(client.clone(), config.always_require_tokens);
     router
         .route(
             OPENAPI_PATH,
@@ -176,17 +180,6 @@ pub fn router_with(client: Client, metrics: Metrics, config: &ApiConfig) -> Rout
             auth,
             webhooks: config.webhooks.clone(),
         })
-}
-
-/// Makes the TLS library's cryptography (ring) the process default, so
-/// HTTP clients (webhooks, `http` runners) reach `https://` targets,
-/// verified against the system's certificate roots. Safe to call more
-/// than once; a provider installed earlier by the application is kept.
-pub fn install_tls_provider() {
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        // a concurrent install won the race: either provider serves
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
 }
 
 /// Where the OpenAPI 3.1 document of the API is served.

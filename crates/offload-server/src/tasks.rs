@@ -78,8 +78,11 @@ pub(crate) async fn enqueue(
     };
     let (ids, replayed) = match (key, fingerprint) {
         (Some(key), Some(fingerprint)) => {
-            // keys are per caller: two tokens may use the same key
-            let scoped = format!("{}:{key}", caller.actor());
+            // keys are per caller (two tokens may use the same key), stored
+            // as a digest so a key of any allowed length fits
+            let scoped = hex(&Sha256::digest(
+                format!("{}:{key}", caller.actor()).as_bytes(),
+            ));
             let (handles, replayed) = client
                 .trigger_many_idempotent(tasks, &scoped, &fingerprint)
                 .await

@@ -18,7 +18,8 @@ use crate::{EventKind, StoreError, StoreResult};
 
 /// A global subscription: every event of the listed kinds (and, when
 /// given, of the listed task names and queues) is POSTed to `url`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` hides the secret.
+#[derive(Clone, PartialEq, Eq)]
 pub struct WebhookRecord {
     /// `wh_…`, unique in the store.
     pub id: String,
@@ -34,6 +35,20 @@ pub struct WebhookRecord {
     pub queues: Vec<String>,
     /// When it was created.
     pub created_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for WebhookRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookRecord")
+            .field("id", &self.id)
+            .field("url", &self.url)
+            .field("secret", &"whsec_…(hidden)")
+            .field("events", &self.events)
+            .field("names", &self.names)
+            .field("queues", &self.queues)
+            .field("created_at", &self.created_at)
+            .finish()
+    }
 }
 
 /// One delivery to store: an event's message for one target.

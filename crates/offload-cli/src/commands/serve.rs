@@ -133,6 +133,7 @@ pub(crate) async fn run(args: ServeArgs, globals: &Globals) -> anyhow::Result<()
     let config = offload_server::ApiConfig {
         body_limit: args.body_limit,
         webhooks: webhook_settings,
+        always_require_tokens: open_to_network,
     };
     let app = offload_server::router_with(client, metrics, &config);
     // answers go out at once instead of waiting for the client's ACK

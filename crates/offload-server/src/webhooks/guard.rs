@@ -21,6 +21,10 @@ pub(crate) fn is_public(ip: IpAddr) -> bool {
                 return is_public_v4(v4);
             }
             let s = v6.segments();
+            // IPv4-compatible (::a.b.c.d) and IPv4-translated (::ffff:0:a.b.c.d)
+            if s[..6] == [0; 6] || s[..6] == [0, 0, 0, 0, 0xffff, 0] {
+                return false;
+            }
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
@@ -30,7 +34,9 @@ pub(crate) fn is_public(ip: IpAddr) -> bool {
                 || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
                 || (s[0] == 0x0064 && s[1] == 0xff9b) // NAT64
                 || s[0] == 0x2002 // 6to4 (may embed a private v4)
-                || (s[0] == 0x2001 && s[1] == 0)) // Teredo
+                || (s[0] == 0x2001 && s[1] == 0) // Teredo
+                || (s[0] == 0x2001 && (s[1] & 0xfff0) == 0x0010) // ORCHID
+                || (s[0] == 0x0100 && s[1] == 0 && s[2] == 0 && s[3] == 0)) // discard
         }
     }
 }
@@ -152,6 +158,10 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
             "2001:db8::1",
+            "::7f00:1",
+            "::ffff:0:7f00:1",
+            "100::1",
+            "2001:10::1",
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
         }
