@@ -183,12 +183,26 @@ async fn access(env: &Env) {
     )
     .await;
     assert_eq!(got.0, StatusCode::UNPROCESSABLE_ENTITY, "{}", got.1);
+    let mut stream = http
+        .get(format!("{base}/v1/events"))
+        .header("accept", "text/event-stream")
+        .bearer_auth(&new_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
     let got = send(
         http.delete(format!("{base}/v1/tokens/{new_id}"))
             .bearer_auth(&admin),
     )
     .await;
     assert_eq!(got.0, StatusCode::NO_CONTENT, "{}", got.1);
+    // an open stream ends soon after its token is gone
+    tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while stream.chunk().await.unwrap().is_some() {}
+    })
+    .await
+    .expect("the event stream outlived its deleted token");
     let got = send(http.get(&tasks).bearer_auth(&new_token)).await;
     assert_eq!(
         got.0,

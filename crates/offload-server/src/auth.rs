@@ -1,13 +1,14 @@
 //! Access control: `Authorization: Bearer ofl_…` tokens with roles.
 //!
-//! While the store holds no token the API is open — unless the server
-//! was started exposed (a non-loopback address without `--insecure`): then
-//! a token is always needed, so deleting the last token locks the API
-//! instead of opening it. Once one token exists, every route but `/healthz`, `/readyz` and the OpenAPI document
-//! needs a valid token (401 otherwise) whose role allows the route (403
-//! otherwise). Verified tokens are cached for [`CACHE_TTL`], so a deleted
-//! token stops working within that time on other servers (at once on the
-//! server that deleted it).
+//! While the store holds no token the API is open — unless the server was
+//! started exposed (a non-loopback address without `--insecure`): then a
+//! token is always needed, so deleting the last token locks the API
+//! instead of opening it. Once one token exists, every route but
+//! `/healthz`, `/readyz` and the OpenAPI document needs a valid token (401
+//! otherwise) whose role allows the route (403 otherwise). Verified tokens
+//! are cached for [`CACHE_TTL`], so a deleted token stops working within
+//! that time on other servers (at once on the server that deleted it); an
+//! open event stream ends within about that time too.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

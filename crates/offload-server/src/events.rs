@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -17,6 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use utoipa::IntoParams;
 
 use crate::ApiError;
+use crate::auth::Caller;
 use crate::error::QueryArgs;
 use crate::schema::{ErrorBody, EventPage};
 
@@ -95,6 +96,7 @@ fn filter(query: &EventsQuery) -> Result<EventFilter, ApiError> {
     )), (status = 422, description = "Invalid input (names the field)", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn events(
     State(client): State<Client>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     QueryArgs(query): QueryArgs<EventsQuery>,
 ) -> Result<Response, ApiError> {
@@ -144,7 +146,8 @@ pub(crate) async fn events(
         None => client.event_cursor_latest().await?,
     };
     let (tx, rx) = mpsc::channel(STREAM_BATCH as usize);
-    tokio::spawn(follow(client, filter, start, tx));
+    let token_id = caller.token.map(|t| t.id);
+    tokio::spawn(follow(client, filter, start, token_id, tx));
     let stream = ReceiverStream::new(rx);
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
@@ -156,11 +159,22 @@ async fn follow(
     client: Client,
     filter: EventFilter,
     mut cursor: Option<String>,
+    token_id: Option<String>,
     tx: mpsc::Sender<Result<SseEvent, Infallible>>,
 ) {
     let mut changes = client.store().notifier().subscribe();
     let mut failures = 0u32;
+    let mut token_checked = tokio::time::Instant::now();
     loop {
+        // a stream lasts only as long as the token it was opened with
+        if let Some(id) = &token_id
+            && token_checked.elapsed() >= crate::auth::CACHE_TTL
+        {
+            if let Ok(None) = client.store().token_get(id).await {
+                return;
+            }
+            token_checked = tokio::time::Instant::now();
+        }
         let page = client
             .events(&EventListParams {
                 after: cursor.clone(),
