@@ -868,3 +868,57 @@ pub async fn events_idempotent_insert_writes_created_once(h: &Harness) {
         "a replay writes no event"
     );
 }
+
+/// A task's own webhook URL rides on its end events (succeeded, failed,
+/// aborted), so it is delivered there even if the task is deleted first;
+/// its other events, and tasks without one, carry none.
+pub async fn events_end_events_carry_the_task_webhook(h: &Harness) {
+    let url = "https://hooks.example.com/t";
+    let hooked = |name: &str| {
+        let name = name.to_owned();
+        async move {
+            h.insert_and_claim(&name, TaskOptions::new().webhook(url))
+                .await
+        }
+    };
+    let ok = hooked("ok").await;
+    let bad = hooked("bad").await;
+    let plain = h.insert_and_claim("plain", TaskOptions::new()).await;
+    let error = h.error("error", "no", 1);
+    let answers = h
+        .finish_many(vec![
+            (lease_of(&ok), FinishOutcome::Success { output: json!(1) }),
+            (
+                lease_of(&bad),
+                FinishOutcome::Fail {
+                    error: error.clone(),
+                },
+            ),
+            (
+                lease_of(&plain),
+                FinishOutcome::Success { output: json!(2) },
+            ),
+        ])
+        .await;
+    assert!(answers.iter().all(|a| a.accepted), "{answers:?}");
+    let events = log(h).await.events;
+    assert_eq!(
+        only(&of(&events, ok.id), EventKind::Succeeded).data["webhook"],
+        json!(url)
+    );
+    assert_eq!(
+        only(&of(&events, bad.id), EventKind::Failed).data["webhook"],
+        json!(url)
+    );
+    assert!(
+        only(&of(&events, plain.id), EventKind::Succeeded)
+            .data
+            .get("webhook")
+            .is_none()
+    );
+    for e in of(&events, ok.id) {
+        if e.kind != EventKind::Succeeded {
+            assert!(e.data.get("webhook").is_none(), "{e:?}");
+        }
+    }
+}

@@ -189,6 +189,7 @@ macro_rules! suite {
                 events_cursor_latest_then_only_later_events,
                 events_bad_cursor_or_limit_is_invalid,
                 events_purge_deletes_older_events_up_to_limit,
+                events_end_events_carry_the_task_webhook,
                 events_idempotent_insert_writes_created_once,
             }
             idempotency {

@@ -127,13 +127,16 @@ fn finish_sql(q: &str) -> String {
          FROM u WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running' \
          RETURNING t.id, t.queue, t.status, t.history - 1 AS seq, t.attempt + u.uncount AS attempt, \
          t.worker_id, t.started_at, u.outcome, CASE WHEN u.set_error THEN u.error END AS error, \
-         t.name, t.attempt AS now_attempt, u.ev_kind, u.ev_data), \
+         t.name, t.attempt AS now_attempt, u.ev_kind, u.ev_data, t.webhook), \
          hist AS (INSERT INTO {q}.task_attempts \
          (task_id, seq, attempt, worker_id, started_at, finished_at, outcome, error) \
          SELECT id, seq, attempt, coalesce(worker_id, ''), coalesce(started_at, $10), $10, \
          outcome, error FROM ended), \
          ev AS (INSERT INTO {q}.events (at, kind, task_id, name, queue, attempt, data) \
-         SELECT $10, ev_kind, id, name, queue, now_attempt, ev_data FROM ended \
+         SELECT $10, ev_kind, id, name, queue, now_attempt, \
+         CASE WHEN webhook IS NOT NULL \
+         AND ev_kind IN ('task.succeeded', 'task.failed', 'task.aborted') \
+         THEN ev_data || jsonb_build_object('webhook', webhook) ELSE ev_data END FROM ended \
          WHERE ev_kind IS NOT NULL) \
          SELECT e.id, e.status, (SELECT pg_notify($11, $12) WHERE $12 IS NOT NULL) IS NULL \
          FROM ended e"

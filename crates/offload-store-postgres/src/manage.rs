@@ -252,7 +252,10 @@ pub(crate) async fn abort(store: &PgStore, p: &TaskAbortParams) -> StoreResult<T
             "WITH aborted AS (UPDATE {q}.tasks SET status = 'aborted', error = $2, \
              finished_at = $3, updated_at = $3 WHERE id = $1 RETURNING {cols}), \
              ev AS (INSERT INTO {q}.events (at, kind, task_id, name, queue, attempt, data) \
-             SELECT $3, 'task.aborted', id, name, queue, attempt, $4 FROM aborted) \
+             SELECT $3, 'task.aborted', id, name, queue, attempt, \
+             CASE WHEN webhook IS NOT NULL \
+             THEN $4::jsonb || jsonb_build_object('webhook', webhook) ELSE $4::jsonb END \
+             FROM aborted) \
              SELECT * FROM aborted"
         );
         returning(&mut tx, &sql, |qy| {

@@ -97,7 +97,10 @@ const FOR_ROW_PARAMS: usize = 3;
 fn for_rows_sql(rows: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO events (at, kind, task_id, name, queue, attempt, data) \
-         SELECT ?1, v.column2, t.id, t.name, t.queue, t.attempt, v.column3 FROM (VALUES ",
+         SELECT ?1, v.column2, t.id, t.name, t.queue, t.attempt, \
+         CASE WHEN t.webhook IS NOT NULL \
+         AND v.column2 IN ('task.succeeded', 'task.failed', 'task.aborted') \
+         THEN json_set(v.column3, '$.webhook', t.webhook) ELSE v.column3 END FROM (VALUES ",
     );
     for r in 0..rows {
         if r > 0 {

@@ -22,7 +22,10 @@ pub enum EventKind {
     /// Progress reported. Data: the progress object.
     #[serde(rename = "task.progress")]
     Progress,
-    /// Succeeded. Data: `{}` (the output is on the task).
+    /// Succeeded. Data: `{}` (the output is on the task). Like `task.failed`
+    /// and `task.aborted`, it also carries `"webhook"`: the task's own
+    /// webhook URL, when it has one (so the end of a task is delivered there
+    /// even if the task is deleted first).
     #[serde(rename = "task.succeeded")]
     Succeeded,
     /// Failed for good. Data: `{"error": {...}}`.

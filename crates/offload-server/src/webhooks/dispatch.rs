@@ -173,13 +173,18 @@ async fn deliveries_for(
     event: &TaskEvent,
     subscriptions: &[WebhookRecord],
 ) -> offload::Result<Vec<NewDelivery>> {
-    let targets: Vec<(Option<String>, String)> = subscriptions
+    let mut targets: Vec<(Option<String>, String)> = subscriptions
         .iter()
         .filter(|s| matches(s, event))
         .map(|s| (Some(s.id.clone()), s.url.clone()))
         .collect();
-    let wants_task = TASK_WEBHOOK_EVENTS.contains(&event.kind);
-    if targets.is_empty() && !wants_task {
+    // the store puts a task's own webhook into its end events
+    if TASK_WEBHOOK_EVENTS.contains(&event.kind)
+        && let Some(url) = event.data.get("webhook").and_then(Value::as_str)
+    {
+        targets.push((None, url.to_owned()));
+    }
+    if targets.is_empty() {
         return Ok(Vec::new());
     }
     let task = match client.get(event.task_id).await {
@@ -187,10 +192,6 @@ async fn deliveries_for(
         Err(offload::Error::NotFound(_)) => None,
         Err(e) => return Err(e),
     };
-    let mut targets = targets;
-    if wants_task && let Some(url) = task.as_ref().and_then(|t| t.webhook.clone()) {
-        targets.push((None, url));
-    }
     let payload = payload(event, task.as_ref()).to_string();
     let now = Utc::now();
     Ok(targets
@@ -211,14 +212,21 @@ async fn deliveries_for(
 }
 
 /// The body of a delivery: `{"type", "timestamp", "data"}` where `data` is
-/// the task as it is now (without its input) and the event's own data.
+/// the task as it is when the delivery is made (without its input; only
+/// the event's fields if the task was deleted by then) and the event's own
+/// data.
 fn payload(event: &TaskEvent, task: Option<&Task>) -> Value {
+    // the task's own webhook URL stays out of what subscribers receive
+    let mut own = event.data.clone();
+    if let Value::Object(fields) = &mut own {
+        fields.remove("webhook");
+    }
     let mut data = json!({
         "id": event.task_id,
         "name": event.name,
         "queue": event.queue,
         "attempt": event.attempt,
-        "event": event.data,
+        "event": own,
     });
     if let Some(t) = task {
         data["status"] = json!(t.status);
