@@ -76,15 +76,35 @@ impl ServerClient {
             .http
             .request(method, format!("{}{path}", self.base))
             .timeout(REQUEST_TIMEOUT);
+        self.authorize(req)
+    }
+
+    fn authorize(&self, req: RequestBuilder) -> RequestBuilder {
         match &self.token {
             Some(t) => req.bearer_auth(t),
             None => req,
         }
     }
 
+    /// The server's URL with `path` (for paths with segments to escape).
+    fn path_url(&self, path: &str) -> anyhow::Result<reqwest::Url> {
+        reqwest::Url::parse(&format!("{}{path}", self.base))
+            .map_err(|e| Failure::usage(format!("--server {}: {e}", self.base)))
+    }
+
     /// Sends `req`; a 2xx answer's JSON body (or `null` when empty), else
     /// the error as one line with an exit code.
     async fn send(&self, req: RequestBuilder) -> anyhow::Result<(StatusCode, Value)> {
+        let (status, body) = self.exchange(req).await?;
+        if status.is_success() {
+            return Ok((status, body));
+        }
+        Err(error(status, &body, &self.base))
+    }
+
+    /// Sends `req`: the status and the JSON body (or `null` when empty),
+    /// whatever the status; `Err` only when no answer came.
+    async fn exchange(&self, req: RequestBuilder) -> anyhow::Result<(StatusCode, Value)> {
         let response = req.send().await.map_err(|e| {
             let why = if e.is_timeout() {
                 "it did not answer in time".to_owned()
@@ -111,10 +131,7 @@ impl ServerClient {
         } else {
             serde_json::from_str(&text).unwrap_or(Value::String(text))
         };
-        if status.is_success() {
-            return Ok((status, body));
-        }
-        Err(error(status, &body, &self.base))
+        Ok((status, body))
     }
 
     async fn call<T: DeserializeOwned>(&self, req: RequestBuilder) -> anyhow::Result<T> {
@@ -207,6 +224,89 @@ impl ServerClient {
             .request(Method::DELETE, &format!("/v1/tasks/{id}"))
             .query(&reason_query(reason));
         self.send(req).await.map(|_| ())
+    }
+
+    /// `POST /v1/tokens`: the new token's info and the whole token.
+    pub(crate) async fn create_token(
+        &self,
+        role: offload::Role,
+        label: Option<String>,
+        reason: Option<String>,
+    ) -> anyhow::Result<(offload::TokenInfo, String)> {
+        let req = self.request(Method::POST, "/v1/tokens").json(&json!({
+            "role": role,
+            "label": label,
+            "reason": reason,
+        }));
+        let mut made: Value = self.call(req).await?;
+        let token = made["token"]
+            .as_str()
+            .map(str::to_owned)
+            .context("the server's answer holds no token")?;
+        if let Value::Object(fields) = &mut made {
+            fields.remove("token");
+        }
+        let info = serde_json::from_value(made).context("the server's token is malformed")?;
+        Ok((info, token))
+    }
+
+    /// `GET /v1/tokens`.
+    pub(crate) async fn tokens(&self) -> anyhow::Result<Vec<offload::TokenInfo>> {
+        #[derive(serde::Deserialize)]
+        struct Tokens {
+            tokens: Vec<offload::TokenInfo>,
+        }
+        let list: Tokens = self.call(self.request(Method::GET, "/v1/tokens")).await?;
+        Ok(list.tokens)
+    }
+
+    /// `DELETE /v1/tokens/{id}`: `false` when there was none.
+    pub(crate) async fn delete_token(
+        &self,
+        id: &str,
+        reason: Option<String>,
+    ) -> anyhow::Result<bool> {
+        let mut url = self.path_url("/v1/tokens")?;
+        url.path_segments_mut()
+            .map_err(|()| anyhow::anyhow!("the server URL cannot take a path"))?
+            .push(id);
+        let req = self
+            .authorize(self.http.delete(url).timeout(REQUEST_TIMEOUT))
+            .query(&reason_query(reason));
+        match self.exchange(req).await? {
+            (status, _) if status.is_success() => Ok(true),
+            (StatusCode::NOT_FOUND, _) => Ok(false),
+            (status, body) => Err(error(status, &body, &self.base)),
+        }
+    }
+
+    /// `GET /v1/audit`.
+    pub(crate) async fn audit_log(
+        &self,
+        params: offload::AuditListParams,
+    ) -> anyhow::Result<offload::AuditPage> {
+        let mut query: Vec<(&str, String)> = vec![("limit", params.limit.to_string())];
+        if !params.actions.is_empty() {
+            query.push(("action", params.actions.join(",")));
+        }
+        if let Some(t) = params.target {
+            query.push(("target", t));
+        }
+        if let Some(c) = params.before {
+            query.push(("cursor", c.to_string()));
+        }
+        #[derive(serde::Deserialize)]
+        struct Page {
+            records: Vec<offload::AuditRecord>,
+            next_cursor: Option<i64>,
+        }
+        let page: Page = self
+            .call(self.request(Method::GET, "/v1/audit").query(&query))
+            .await?;
+        Ok(offload::AuditPage {
+            records: page.records,
+            next_cursor: page.next_cursor,
+        })
     }
 
     /// `POST /v1/purge`.

@@ -168,6 +168,27 @@ fn task_commands_work_through_a_server() {
     let out = remote.run(&["monitor", "--once"]);
     common::assert_one_error(&out, 2, "--server");
 
+    // tokens and the audit log through the server (admin only)
+    let made = remote.json(&["tokens", "create", "--role", "read", "--label", "remote"]);
+    assert!(
+        made["token"].as_str().unwrap().starts_with("ofl_"),
+        "{made}"
+    );
+    let listed = remote.json(&["tokens", "list"]);
+    assert_eq!(listed.as_array().unwrap().len(), 3, "{listed}");
+    let out = remote.ok(&["tokens", "delete", made["id"].as_str().unwrap()]);
+    assert!(out.contains("deleted token"), "{out}");
+    let out = remote.run(&["tokens", "delete", made["id"].as_str().unwrap()]);
+    common::assert_one_error(&out, 1, "not found");
+    let out = env.run(&["audit", "--server", &base, "--token", reader]);
+    common::assert_one_error(&out, 1, "role read");
+    let remote_audit = remote.json(&["audit", "--action", "token.create,token.delete"]);
+    assert_eq!(
+        remote_audit["records"].as_array().unwrap().len(),
+        4,
+        "{remote_audit}"
+    );
+
     // the audit log names the token for what went through the server
     let audit = env.json(&["audit", "--limit", "100"]);
     let actor = format!("token:{}", admin["id"].as_str().unwrap());

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use offload_store::{AuditListParams, AuditPage, NewAuditRecord, TokenRecord};
 use offload_types::{Role, ValidationError};
 use rand::Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -25,7 +25,7 @@ const SECRET_BYTES: usize = 32;
 pub const MAX_TOKEN_LABEL: usize = 200;
 
 /// A token as lists show it: everything but the secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenInfo {
     /// The public id (`k3j9x2m4p7q1`).
     pub id: String,

@@ -1,10 +1,12 @@
 //! `offload audit`: the log of operator actions (abort, retry, delete,
-//! update, purge, token changes), newest first.
+//! update, purge, token changes), newest first; through `--server` with an
+//! admin token.
 
 use offload::{AuditListParams, AuditRecord};
 
 use crate::globals::Globals;
 use crate::output;
+use crate::tasks::Tasks;
 
 /// Arguments of `offload audit`.
 #[derive(Debug, clap::Args)]
@@ -25,16 +27,16 @@ pub(crate) struct AuditArgs {
 
 /// Runs `offload audit`.
 pub(crate) async fn run(args: AuditArgs, globals: &Globals) -> anyhow::Result<()> {
-    globals.local_only("audit")?;
-    let client = globals.client().await?;
-    let page = client
-        .audit_log(AuditListParams {
-            before: args.before,
-            actions: args.actions,
-            target: args.target,
-            limit: args.limit,
-        })
-        .await?;
+    let params = AuditListParams {
+        before: args.before,
+        actions: args.actions,
+        target: args.target,
+        limit: args.limit,
+    };
+    let page = match globals.tasks().await? {
+        Tasks::Server(s) => s.audit_log(params).await?,
+        Tasks::Store(client) => client.audit_log(params).await?,
+    };
     if globals.json {
         return output::print_json(&serde_json::json!({
             "records": page.records,

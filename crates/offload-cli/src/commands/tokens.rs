@@ -2,6 +2,7 @@
 //!
 //! Once the store holds a token, the HTTP API asks every request for one.
 //! `create` prints the whole token once; the store keeps only a digest.
+//! With `--server`, they work through the API (an admin token).
 
 use offload::{AuditEntry, Role};
 
@@ -9,6 +10,7 @@ use crate::commands::{LOCAL_ACTOR, audit};
 use crate::failure::Failure;
 use crate::globals::Globals;
 use crate::output;
+use crate::tasks::Tasks;
 
 /// Arguments of `offload tokens`.
 #[derive(Debug, clap::Args)]
@@ -47,41 +49,50 @@ fn role_arg(text: &str) -> Result<Role, String> {
     text.parse::<Role>().map_err(|e| e.to_string())
 }
 
-/// Runs `offload tokens`.
+/// Runs `offload tokens`: on the store itself, or through `--server`
+/// (which then writes the audit log under the caller's token).
 pub(crate) async fn run(args: TokensArgs, globals: &Globals) -> anyhow::Result<()> {
-    globals.local_only("tokens")?;
-    let client = globals.client().await?;
+    let tasks = globals.tasks().await?;
     match args.command {
         TokensCommand::Create {
             role,
             label,
             reason,
         } => {
-            let created = client.create_token(role, label).await?;
-            audit(
-                &client,
-                AuditEntry::new(LOCAL_ACTOR, "token.create")
-                    .target(created.info.id.clone())
-                    .reason(reason)
-                    .details(serde_json::json!({
-                        "role": created.info.role,
-                        "label": created.info.label,
-                    })),
-            )
-            .await;
+            let (info, token) = match &tasks {
+                Tasks::Server(s) => s.create_token(role, label, reason).await?,
+                Tasks::Store(client) => {
+                    let created = client.create_token(role, label).await?;
+                    audit(
+                        client,
+                        AuditEntry::new(LOCAL_ACTOR, "token.create")
+                            .target(created.info.id.clone())
+                            .reason(reason)
+                            .details(serde_json::json!({
+                                "role": created.info.role,
+                                "label": created.info.label,
+                            })),
+                    )
+                    .await;
+                    (created.info, created.token)
+                }
+            };
             if globals.json {
-                let mut value = serde_json::to_value(&created.info)?;
-                value["token"] = created.token.into();
+                let mut value = serde_json::to_value(&info)?;
+                value["token"] = token.into();
                 return output::print_json(&value);
             }
             output::note(&format!(
                 "created token {} with role {}; it is shown only now, keep it secret:",
-                created.info.id, created.info.role
+                info.id, info.role
             ));
-            output::print(&created.token)
+            output::print(&token)
         }
         TokensCommand::List => {
-            let tokens = client.tokens().await?;
+            let tokens = match &tasks {
+                Tasks::Server(s) => s.tokens().await?,
+                Tasks::Store(client) => client.tokens().await?,
+            };
             if globals.json {
                 return output::print_json(&tokens);
             }
@@ -103,19 +114,28 @@ pub(crate) async fn run(args: TokensArgs, globals: &Globals) -> anyhow::Result<(
             output::print(&table.render())
         }
         TokensCommand::Delete { id, reason } => {
-            if !client.delete_token(&id).await? {
+            let deleted = match &tasks {
+                Tasks::Server(s) => s.delete_token(&id, reason).await?,
+                Tasks::Store(client) => {
+                    let deleted = client.delete_token(&id).await?;
+                    if deleted {
+                        audit(
+                            client,
+                            AuditEntry::new(LOCAL_ACTOR, "token.delete")
+                                .target(id.clone())
+                                .reason(reason),
+                        )
+                        .await;
+                    }
+                    deleted
+                }
+            };
+            if !deleted {
                 return Err(Failure::with_code(
                     crate::failure::code::FAILED,
                     format!("token {id:?} not found (see `offload tokens list`)"),
                 ));
             }
-            audit(
-                &client,
-                AuditEntry::new(LOCAL_ACTOR, "token.delete")
-                    .target(id.clone())
-                    .reason(reason),
-            )
-            .await;
             if globals.json {
                 return output::print_json(&serde_json::json!({ "deleted": id }));
             }
