@@ -266,7 +266,74 @@ impl ServerClient {
         id: &str,
         reason: Option<String>,
     ) -> anyhow::Result<bool> {
-        let mut url = self.path_url("/v1/tokens")?;
+        self.delete_named("/v1/tokens", id, reason).await
+    }
+
+    /// `POST /v1/webhooks`: the subscription with its secret.
+    pub(crate) async fn add_webhook(
+        &self,
+        url: &str,
+        events: &[offload::EventKind],
+        names: &[String],
+        queues: &[String],
+        reason: Option<String>,
+    ) -> anyhow::Result<Value> {
+        let req = self.request(Method::POST, "/v1/webhooks").json(&json!({
+            "url": url,
+            "events": events,
+            "name": names,
+            "queue": queues,
+            "reason": reason,
+        }));
+        self.call(req).await
+    }
+
+    /// `GET /v1/webhooks`.
+    pub(crate) async fn webhooks(&self) -> anyhow::Result<Vec<Value>> {
+        let list: Value = self.call(self.request(Method::GET, "/v1/webhooks")).await?;
+        Ok(list["webhooks"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// `DELETE /v1/webhooks/{id}`: `false` when there was none.
+    pub(crate) async fn delete_webhook(
+        &self,
+        id: &str,
+        reason: Option<String>,
+    ) -> anyhow::Result<bool> {
+        self.delete_named("/v1/webhooks", id, reason).await
+    }
+
+    /// `GET /v1/webhooks/deliveries`.
+    pub(crate) async fn deliveries(
+        &self,
+        webhook_id: Option<String>,
+        task_id: Option<TaskId>,
+        limit: u32,
+    ) -> anyhow::Result<Vec<Value>> {
+        let mut query: Vec<(&str, String)> = vec![("limit", limit.to_string())];
+        if let Some(w) = webhook_id {
+            query.push(("webhook_id", w));
+        }
+        if let Some(t) = task_id {
+            query.push(("task_id", t.to_string()));
+        }
+        let list: Value = self
+            .call(
+                self.request(Method::GET, "/v1/webhooks/deliveries")
+                    .query(&query),
+            )
+            .await?;
+        Ok(list["deliveries"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// `DELETE {collection}/{id}` with an optional reason: `false` on 404.
+    async fn delete_named(
+        &self,
+        collection: &str,
+        id: &str,
+        reason: Option<String>,
+    ) -> anyhow::Result<bool> {
+        let mut url = self.path_url(collection)?;
         url.path_segments_mut()
             .map_err(|()| anyhow::anyhow!("the server URL cannot take a path"))?
             .push(id);

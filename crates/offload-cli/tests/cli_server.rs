@@ -189,6 +189,22 @@ fn task_commands_work_through_a_server() {
         "{remote_audit}"
     );
 
+    // webhooks through the server: its own rules refuse a loopback target
+    let out = remote.run(&[
+        "webhooks",
+        "add",
+        "http://127.0.0.1:9/x",
+        "--events",
+        "task.failed",
+    ]);
+    common::assert_one_error(&out, 2, "allow_private_targets");
+    assert_eq!(remote.json(&["webhooks", "list"]), json!([]));
+    assert_eq!(remote.json(&["webhooks", "deliveries"]), json!([]));
+    let out = remote.run(&["webhooks", "delete", "wh_0000000000000000"]);
+    common::assert_one_error(&out, 1, "not found");
+    let out = remote.run(&["webhooks", "secret"]);
+    common::assert_one_error(&out, 2, "--server");
+
     // the audit log names the token for what went through the server
     let audit = env.json(&["audit", "--limit", "100"]);
     let actor = format!("token:{}", admin["id"].as_str().unwrap());
