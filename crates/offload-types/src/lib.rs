@@ -14,6 +14,7 @@
 //! assert!(!Status::Success.can_become(Status::Running));
 //! ```
 
+mod cron;
 mod defaults;
 mod duration;
 mod error;
@@ -25,6 +26,7 @@ mod role;
 mod status;
 mod task;
 
+pub use cron::{CronSchedule, MAX_CRON_LEN};
 pub use defaults::*;
 pub use duration::{DurationParseError, parse_duration};
 pub use error::{TaskError, TaskErrorRecord, ValidationError};
