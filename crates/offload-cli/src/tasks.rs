@@ -124,17 +124,9 @@ impl Tasks {
     ) -> anyhow::Result<u64> {
         match self {
             Tasks::Store(c) => {
-                let details = purge_details(&filter, finished_before);
-                let purged = c.purge(filter, finished_before).await?;
-                let mut details = details;
-                details["purged"] = purged.into();
-                audit(
-                    c,
-                    AuditEntry::new(LOCAL_ACTOR, "task.purge")
-                        .reason(reason)
-                        .details(details),
-                )
-                .await;
+                let purged = c.purge(filter.clone(), finished_before).await?;
+                let entry = AuditEntry::purge(LOCAL_ACTOR, &filter, finished_before, purged);
+                audit(c, entry.reason(reason)).await;
                 Ok(purged)
             }
             Tasks::Server(s) => s.purge(&filter, finished_before, reason).await,
@@ -188,18 +180,4 @@ fn entry(action: &str, id: TaskId, reason: Option<String>) -> AuditEntry {
     AuditEntry::new(LOCAL_ACTOR, action)
         .target(id.to_string())
         .reason(reason)
-}
-
-/// A purge's filter as the audit log keeps it.
-pub(crate) fn purge_details(
-    filter: &TaskFilter,
-    finished_before: Option<chrono::DateTime<chrono::Utc>>,
-) -> serde_json::Value {
-    serde_json::json!({
-        "statuses": filter.statuses,
-        "names": filter.names,
-        "queues": filter.queues,
-        "tag": filter.tag,
-        "finished_before": finished_before,
-    })
 }

@@ -519,22 +519,9 @@ pub(crate) async fn purge(
         tag: body.tag,
         ..TaskFilter::default()
     };
-    let mut details = json!({
-        "statuses": filter.statuses,
-        "names": filter.names,
-        "queues": filter.queues,
-        "tag": filter.tag,
-        "finished_before": body.finished_before,
-    });
-    let purged = client.purge(filter, body.finished_before).await?;
-    details["purged"] = purged.into();
-    audit(
-        &client,
-        AuditEntry::new(caller.actor(), "task.purge")
-            .reason(body.reason)
-            .details(details),
-    )
-    .await;
+    let purged = client.purge(filter.clone(), body.finished_before).await?;
+    let entry = AuditEntry::purge(caller.actor(), &filter, body.finished_before, purged);
+    audit(&client, entry.reason(body.reason)).await;
     Ok(Json(json!({ "purged": purged })))
 }
 

@@ -116,6 +116,23 @@ impl AuditEntry {
         }
     }
 
+    /// A purge by `actor`: its filter, cut-off and how many tasks went.
+    pub fn purge(
+        actor: impl Into<String>,
+        filter: &offload_store::TaskFilter,
+        finished_before: Option<DateTime<Utc>>,
+        purged: u64,
+    ) -> Self {
+        Self::new(actor, "task.purge").details(serde_json::json!({
+            "statuses": filter.statuses,
+            "names": filter.names,
+            "queues": filter.queues,
+            "tag": filter.tag,
+            "finished_before": finished_before,
+            "purged": purged,
+        }))
+    }
+
     /// What it was done to.
     pub fn target(mut self, target: impl Into<String>) -> Self {
         self.target = Some(target.into());
