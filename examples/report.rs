@@ -1,12 +1,15 @@
 //! Run with: `cargo run --example report`
 //!
-//! Report generation by fan-out and fan-in: a `monthly_report` task
-//! triggers one `section` task per section from inside its run (through
-//! `Context::tasks`), waits for all of their results, and assembles them.
+//! Report generation by fan-out and fan-in with a group: one `section`
+//! task per section of the report (the members), and a `report_assemble`
+//! callback that runs once every section has ended — whatever the outcome
+//! — and reads their outputs through `Context::group_results`. Nothing
+//! waits in a worker slot while the sections run, and the group's progress
+//! is visible (`offload groups get ID`).
 
 use std::time::Duration;
 
-use offload::{Client, Context, Controller, TaskError, TaskType, Worker};
+use offload::{Client, Context, Controller, Status, TaskError, TaskType, Worker};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -37,51 +40,37 @@ impl TaskType for RenderSection {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-struct ReportRequest {
+struct Assemble {
     month: String,
 }
 
-struct MonthlyReport;
+struct AssembleReport;
 
-impl TaskType for MonthlyReport {
-    const NAME: &'static str = "monthly_report";
-    type Input = ReportRequest;
+impl TaskType for AssembleReport {
+    const NAME: &'static str = "report_assemble";
+    type Input = Assemble;
     type Output = String;
 
     async fn run(
         &self,
-        input: ReportRequest,
+        input: Assemble,
         ctx: &Context,
-        ctl: &Controller,
+        _ctl: &Controller,
     ) -> Result<String, TaskError> {
-        let titles = ["Revenue", "Costs", "Customers", "Outlook"];
-        // fan out
-        let mut children = Vec::new();
-        for title in titles {
-            let section = Section {
-                month: input.month.clone(),
-                title: title.to_owned(),
-            };
-            let handle = RenderSection::enqueue(ctx.tasks(), section)
-                .await
-                .map_err(|e| TaskError::new(format!("could not enqueue a section: {e}")))?;
-            children.push(handle);
-        }
-        // fan in
-        let mut parts = vec![format!("# Report for {}", input.month)];
-        for (done, child) in children.iter().enumerate() {
-            let text = child
-                .result(Duration::from_secs(60))
-                .await
-                .map_err(|e| TaskError::new(format!("section {} failed: {e}", child.id())))?;
-            parts.push(text);
-            let percent = u8::try_from(100 * (done + 1) / children.len()).unwrap_or(100);
-            ctl.progress(
-                percent,
-                Some(format!("{} of {} sections", done + 1, children.len())),
-            )
+        // the members, in enqueue order, each ended
+        let sections = ctx
+            .group_results()
             .await
-            .ok();
+            .map_err(|e| TaskError::new(format!("cannot read the sections: {e}")))?;
+        let mut parts = vec![format!("# Report for {}", input.month)];
+        for section in sections {
+            match (section.status, section.output) {
+                (Status::Success, Some(serde_json::Value::String(text))) => parts.push(text),
+                (status, _) => parts.push(format!(
+                    "## (section {} is missing: it ended {status})",
+                    section.id
+                )),
+            }
         }
         Ok(parts.join("\n\n"))
     }
@@ -92,23 +81,34 @@ async fn main() -> anyhow::Result<()> {
     offload_examples::init_logging();
     let store = offload::open(&offload_examples::database_url()).await?;
     let worker = Worker::builder(store.clone())
-        .task(MonthlyReport)
         .task(RenderSection)
-        .concurrency(8) // the parent waits in a slot while its sections run
+        .task(AssembleReport)
+        .concurrency(4)
         .build()?
         .start();
     let client = Client::new(store);
 
     offload_examples::with_worker(worker, async {
-        let handle = MonthlyReport::enqueue(
-            &client,
-            ReportRequest {
-                month: "2026-10".into(),
-            },
-        )
-        .await?;
-        println!("enqueued report {}", handle.id());
-        println!("{}", handle.result(Duration::from_secs(60)).await?);
+        let month = "2026-10".to_owned();
+        let sections = ["Revenue", "Costs", "Customers", "Outlook"]
+            .into_iter()
+            .map(|title| {
+                RenderSection::new_task(Section {
+                    month: month.clone(),
+                    title: title.to_owned(),
+                })
+            })
+            .collect::<offload::Result<Vec<_>>>()?;
+        let callback = AssembleReport::new_task(Assemble { month })?;
+        let group = client.trigger_group(sections, callback).await?;
+        println!("enqueued report group {}", group.id());
+        let report = group.callback.result(Duration::from_secs(60)).await?;
+        let progress = client.group(group.id()).await?;
+        println!(
+            "{} of {} sections ended ({}%)",
+            progress.ended, progress.size, progress.percent
+        );
+        println!("{}", report.as_str().unwrap_or_default());
         Ok(())
     })
     .await

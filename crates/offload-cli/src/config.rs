@@ -22,6 +22,13 @@
 //!
 //! [webhooks]
 //! allow_private_targets = false
+//!
+//! [schedules.nightly-cleanup]     # the key is the schedule's name
+//! cron = "0 3 * * *"
+//! time_zone = "Europe/Berlin"     # default UTC
+//! task = "cleanup"
+//! input = { older_than = "30d" }
+//! missed = "run_once"             # or skip (default)
 //! ```
 //!
 //! Every key is optional. A problem is reported as one [`ConfigError`]
@@ -37,7 +44,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use offload::{NewTask, TaskOptions};
+use offload::{MissedTicks, NewTask, Schedule, TaskOptions};
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
@@ -60,6 +67,62 @@ pub(crate) struct Config {
     /// Webhook settings (`offload serve`, `offload webhooks add`).
     #[serde(default)]
     pub(crate) webhooks: WebhooksConfig,
+    /// Cron schedules by name, stored by `offload worker` and `offload serve` at start.
+    #[serde(default)]
+    pub(crate) schedules: BTreeMap<String, Spanned<ScheduleConfig>>,
+}
+
+/// `[schedules.NAME]`: a cron schedule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ScheduleConfig {
+    /// The cron expression (5 fields, optional seconds, or `@daily` …).
+    pub(crate) cron: String,
+    /// IANA time zone; default UTC.
+    #[serde(default)]
+    pub(crate) time_zone: Option<String>,
+    /// The task name to enqueue.
+    pub(crate) task: String,
+    /// The task's input.
+    #[serde(default)]
+    pub(crate) input: Option<serde_json::Value>,
+    /// `skip` (default) or `run_once`.
+    #[serde(default)]
+    pub(crate) missed: Option<String>,
+    /// The task's queue.
+    #[serde(default)]
+    pub(crate) queue: Option<String>,
+    /// The task's priority.
+    #[serde(default)]
+    pub(crate) priority: Option<i32>,
+    /// The task's attempts.
+    #[serde(default)]
+    pub(crate) max_attempts: Option<u32>,
+    /// The task's time limit per attempt.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub(crate) timeout: Option<Duration>,
+}
+
+impl ScheduleConfig {
+    /// The schedule `[schedules.NAME]` declares (checked at load).
+    pub(crate) fn schedule(&self, name: &str) -> Result<Schedule, String> {
+        let mut options = TaskOptions::new();
+        options.queue = self.queue.clone();
+        options.priority = self.priority;
+        options.max_attempts = self.max_attempts;
+        options.timeout = self.timeout;
+        let missed = match &self.missed {
+            Some(m) => m.parse::<MissedTicks>().map_err(|e| e.to_string())?,
+            None => MissedTicks::default(),
+        };
+        let schedule = Schedule::new(name, self.cron.clone(), self.task.clone())
+            .time_zone(self.time_zone.clone().unwrap_or_else(|| "UTC".to_owned()))
+            .input(self.input.clone().unwrap_or(serde_json::Value::Null))
+            .options(options)
+            .missed(missed);
+        schedule.validate().map_err(|e| e.to_string())?;
+        Ok(schedule)
+    }
 }
 
 /// `[server]`.
@@ -218,8 +281,26 @@ impl Config {
         }
     }
 
+    /// Every `[schedules.NAME]`, checked at load.
+    pub(crate) fn schedules(&self) -> Vec<Schedule> {
+        self.schedules
+            .iter()
+            .filter_map(|(name, s)| s.get_ref().schedule(name).ok())
+            .collect()
+    }
+
     /// The rules serde cannot express.
     fn check(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        for (name, schedule) in &self.schedules {
+            if let Err(m) = schedule.get_ref().schedule(name) {
+                return Err(ConfigError::at(
+                    path,
+                    text,
+                    Some(schedule.span()),
+                    format!("[schedules.{name}] {m}"),
+                ));
+            }
+        }
         if let Some(listen) = &self.server.listen
             && listen.get_ref().parse::<SocketAddr>().is_err()
         {

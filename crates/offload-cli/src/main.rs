@@ -77,6 +77,12 @@ enum Command {
     Bench(commands::bench::BenchArgs),
     /// Work on a whole store: `store copy --from URL --to URL`.
     Store(commands::store::StoreArgs),
+    /// Groups (fan-out / fan-in): enqueue members and a callback, see progress, abort.
+    #[command(after_help = commands::groups::GROUPS_HELP)]
+    Groups(commands::groups::GroupsArgs),
+    /// Cron schedules: add, list (with next run times), pause, resume, delete.
+    #[command(after_help = commands::schedules::SCHEDULES_HELP)]
+    Schedules(commands::schedules::SchedulesArgs),
     /// API tokens for `offload serve`: create, list, delete.
     Tokens(commands::tokens::TokensArgs),
     /// Webhook subscriptions and their deliveries: add, list, deliveries, delete, secret.
@@ -134,6 +140,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Monitor(args) => commands::monitor::run(args, &globals).await,
         Command::Bench(args) => commands::bench::run(args, &globals).await,
         Command::Store(args) => commands::store::run(args, &globals).await,
+        Command::Groups(args) => commands::groups::run(args, &globals).await,
+        Command::Schedules(args) => commands::schedules::run(args, &globals).await,
         Command::Tokens(args) => commands::tokens::run(args, &globals).await,
         Command::Audit(args) => commands::audit::run(args, &globals).await,
         Command::Webhooks(args) => commands::webhooks::run(args, &globals).await,

@@ -5,7 +5,10 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use offload::{Attempt, NewTask, Task, TaskFilter, TaskId, TaskListParams, TaskPage};
+use offload::{
+    Attempt, EnqueueOutcome, Enqueued, GroupStatus, NewTask, Schedule, ScheduleRecord, Task,
+    TaskFilter, TaskId, TaskListParams, TaskPage,
+};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -145,16 +148,123 @@ impl ServerClient {
     }
 
     /// `POST /v1/tasks` with an array: all or nothing.
-    pub(crate) async fn trigger_many(&self, tasks: Vec<NewTask>) -> anyhow::Result<Vec<TaskId>> {
+    pub(crate) async fn trigger_many(&self, tasks: Vec<NewTask>) -> anyhow::Result<Vec<Enqueued>> {
         let body: Vec<Value> = tasks.into_iter().map(task_body).collect::<Result<_, _>>()?;
         #[derive(serde::Deserialize)]
-        struct Ids {
+        struct Answer {
             ids: Vec<TaskId>,
+            outcomes: Vec<EnqueueOutcome>,
         }
-        let ids: Ids = self
+        let answer: Answer = self
             .call(self.request(Method::POST, "/v1/tasks").json(&body))
             .await?;
-        Ok(ids.ids)
+        Ok(answer
+            .ids
+            .into_iter()
+            .zip(answer.outcomes)
+            .map(|(id, outcome)| Enqueued { id, outcome })
+            .collect())
+    }
+
+    /// `POST /v1/groups`: the group's id and its members' ids.
+    pub(crate) async fn trigger_group(
+        &self,
+        members: Vec<NewTask>,
+        callback: NewTask,
+    ) -> anyhow::Result<(TaskId, Vec<TaskId>)> {
+        let members: Vec<Value> = members
+            .into_iter()
+            .map(task_body)
+            .collect::<Result<_, _>>()?;
+        let body = json!({ "members": members, "callback": task_body(callback)? });
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            id: TaskId,
+            members: Vec<TaskId>,
+        }
+        let answer: Answer = self
+            .call(self.request(Method::POST, "/v1/groups").json(&body))
+            .await?;
+        Ok((answer.id, answer.members))
+    }
+
+    /// `GET /v1/groups/{id}`.
+    pub(crate) async fn group(&self, id: TaskId) -> anyhow::Result<GroupStatus> {
+        self.call(self.request(Method::GET, &format!("/v1/groups/{id}")))
+            .await
+    }
+
+    /// `POST /v1/groups/{id}/abort`.
+    pub(crate) async fn abort_group(
+        &self,
+        id: TaskId,
+        reason: Option<String>,
+    ) -> anyhow::Result<GroupStatus> {
+        let req = self
+            .request(Method::POST, &format!("/v1/groups/{id}/abort"))
+            .query(&reason_query(reason));
+        self.call(req).await
+    }
+
+    /// `POST /v1/schedules`.
+    pub(crate) async fn put_schedule(
+        &self,
+        schedule: &Schedule,
+        paused: Option<bool>,
+    ) -> anyhow::Result<ScheduleRecord> {
+        let mut body = serde_json::to_value(schedule).context("cannot write the schedule")?;
+        if let (Some(p), Some(obj)) = (paused, body.as_object_mut()) {
+            obj.insert("paused".into(), Value::Bool(p));
+        }
+        let answer: Listed = self
+            .call(self.request(Method::POST, "/v1/schedules").json(&body))
+            .await?;
+        Ok(answer.record)
+    }
+
+    /// `GET /v1/schedules`.
+    pub(crate) async fn schedules(&self) -> anyhow::Result<Vec<ScheduleRecord>> {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            schedules: Vec<Listed>,
+        }
+        let page: Page = self
+            .call(self.request(Method::GET, "/v1/schedules"))
+            .await?;
+        Ok(page.schedules.into_iter().map(|l| l.record).collect())
+    }
+
+    /// `POST /v1/schedules/{name}/pause` or `/resume`.
+    pub(crate) async fn pause_schedule(
+        &self,
+        name: &str,
+        paused: bool,
+        reason: Option<String>,
+    ) -> anyhow::Result<ScheduleRecord> {
+        let verb = if paused { "pause" } else { "resume" };
+        let req = self
+            .request(
+                Method::POST,
+                &format!("/v1/schedules/{}/{verb}", path_segment(name)),
+            )
+            .query(&reason_query(reason));
+        let answer: Listed = self.call(req).await?;
+        Ok(answer.record)
+    }
+
+    /// `DELETE /v1/schedules/{name}`.
+    pub(crate) async fn delete_schedule(
+        &self,
+        name: &str,
+        reason: Option<String>,
+    ) -> anyhow::Result<()> {
+        let req = self
+            .request(
+                Method::DELETE,
+                &format!("/v1/schedules/{}", path_segment(name)),
+            )
+            .query(&reason_query(reason));
+        self.send(req).await.map(|_| ())
     }
 
     /// `GET /v1/tasks/{id}`: the task and its attempts.
@@ -489,6 +599,26 @@ fn reason_query(reason: Option<String>) -> Vec<(&'static str, String)> {
 
 /// A task as the enqueue body takes it: `name`, `input` and the options
 /// beside them.
+/// A schedule as the API lists it: the record and its next run times.
+#[derive(serde::Deserialize)]
+struct Listed {
+    #[serde(flatten)]
+    record: ScheduleRecord,
+    /// Taken here so the record's definition does not see it.
+    #[serde(default, rename = "upcoming")]
+    _upcoming: serde::de::IgnoredAny,
+}
+
+/// A schedule name as one URL path segment (names may hold `/` and `:`).
+fn path_segment(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 fn task_body(task: NewTask) -> anyhow::Result<Value> {
     let mut body = serde_json::to_value(&task.options).context("cannot write the task options")?;
     let Value::Object(fields) = &mut body else {

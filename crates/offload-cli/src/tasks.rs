@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use offload::{
-    Attempt, AuditEntry, Client, NewTask, Notification, Task, TaskFilter, TaskId, TaskListParams,
-    TaskPage,
+    Attempt, AuditEntry, Client, Enqueued, GroupStatus, NewTask, Notification, Schedule,
+    ScheduleRecord, Task, TaskFilter, TaskId, TaskListParams, TaskPage,
 };
 use tokio::sync::broadcast::{self, error::RecvError};
 
@@ -34,16 +34,132 @@ pub(crate) enum Changes {
 }
 
 impl Tasks {
-    /// Enqueues tasks, all or nothing; their ids in order.
-    pub(crate) async fn trigger_many(&self, tasks: Vec<NewTask>) -> anyhow::Result<Vec<TaskId>> {
+    /// Enqueues tasks, all or nothing; their ids and outcomes in order.
+    pub(crate) async fn trigger_many(&self, tasks: Vec<NewTask>) -> anyhow::Result<Vec<Enqueued>> {
         match self {
             Tasks::Store(c) => Ok(c
                 .trigger_many(tasks)
                 .await?
                 .iter()
-                .map(|h| h.id())
+                .map(|h| Enqueued {
+                    id: h.id(),
+                    outcome: h.outcome(),
+                })
                 .collect()),
             Tasks::Server(s) => s.trigger_many(tasks).await,
+        }
+    }
+
+    /// Enqueues a group; its id and its members' ids.
+    pub(crate) async fn trigger_group(
+        &self,
+        members: Vec<NewTask>,
+        callback: NewTask,
+    ) -> anyhow::Result<(TaskId, Vec<TaskId>)> {
+        match self {
+            Tasks::Store(c) => {
+                let group = c.trigger_group(members, callback).await?;
+                Ok((group.id(), group.members.iter().map(|h| h.id()).collect()))
+            }
+            Tasks::Server(s) => s.trigger_group(members, callback).await,
+        }
+    }
+
+    /// Where a group stands.
+    pub(crate) async fn group(&self, id: TaskId) -> anyhow::Result<GroupStatus> {
+        match self {
+            Tasks::Store(c) => Ok(c.group(id).await?),
+            Tasks::Server(s) => s.group(id).await,
+        }
+    }
+
+    /// Aborts a group (recorded in the audit log).
+    pub(crate) async fn abort_group(
+        &self,
+        id: TaskId,
+        reason: Option<String>,
+    ) -> anyhow::Result<GroupStatus> {
+        match self {
+            Tasks::Store(c) => {
+                let status = c.abort_group(id, reason.clone()).await?;
+                audit(c, entry("group.abort", id, reason)).await;
+                Ok(status)
+            }
+            Tasks::Server(s) => s.abort_group(id, reason).await,
+        }
+    }
+
+    /// Stores a schedule (`paused`: `Some(true)` stores it paused).
+    pub(crate) async fn put_schedule(
+        &self,
+        schedule: Schedule,
+        paused: Option<bool>,
+    ) -> anyhow::Result<ScheduleRecord> {
+        match self {
+            Tasks::Store(c) => {
+                let name = schedule.name.clone();
+                let mut record = c.put_schedule(schedule).await?;
+                if paused == Some(true) && !record.paused {
+                    record = c.pause_schedule(&name).await?;
+                }
+                audit(c, AuditEntry::new(LOCAL_ACTOR, "schedule.put").target(name)).await;
+                Ok(record)
+            }
+            Tasks::Server(s) => s.put_schedule(&schedule, paused).await,
+        }
+    }
+
+    /// Every schedule.
+    pub(crate) async fn schedules(&self) -> anyhow::Result<Vec<ScheduleRecord>> {
+        match self {
+            Tasks::Store(c) => Ok(c.schedules().await?),
+            Tasks::Server(s) => s.schedules().await,
+        }
+    }
+
+    /// Pauses (`true`) or resumes a schedule (recorded in the audit log).
+    pub(crate) async fn pause_schedule(
+        &self,
+        name: &str,
+        paused: bool,
+        reason: Option<String>,
+    ) -> anyhow::Result<ScheduleRecord> {
+        match self {
+            Tasks::Store(c) => {
+                let record = if paused {
+                    c.pause_schedule(name).await?
+                } else {
+                    c.resume_schedule(name).await?
+                };
+                let action = if paused {
+                    "schedule.pause"
+                } else {
+                    "schedule.resume"
+                };
+                let entry = AuditEntry::new(LOCAL_ACTOR, action).target(name.to_owned());
+                audit(c, entry.reason(reason)).await;
+                Ok(record)
+            }
+            Tasks::Server(s) => s.pause_schedule(name, paused, reason).await,
+        }
+    }
+
+    /// Deletes a schedule (recorded in the audit log); an error if there is none.
+    pub(crate) async fn delete_schedule(
+        &self,
+        name: &str,
+        reason: Option<String>,
+    ) -> anyhow::Result<()> {
+        match self {
+            Tasks::Store(c) => {
+                if !c.delete_schedule(name).await? {
+                    anyhow::bail!("no schedule is named {name:?}");
+                }
+                let entry = AuditEntry::new(LOCAL_ACTOR, "schedule.delete").target(name.to_owned());
+                audit(c, entry.reason(reason)).await;
+                Ok(())
+            }
+            Tasks::Server(s) => s.delete_schedule(name, reason).await,
         }
     }
 

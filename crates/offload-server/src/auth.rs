@@ -149,8 +149,8 @@ pub(crate) fn permission(method: &Method, route: &str) -> Option<Permission> {
         return Some(Permission::Admin);
     }
     let p = match (method.as_str(), route) {
-        ("POST", "/v1/tasks") => Permission::Enqueue,
-        ("POST", "/v1/tasks/{id}/abort") => Permission::Abort,
+        ("POST", "/v1/tasks" | "/v1/groups") => Permission::Enqueue,
+        ("POST", "/v1/tasks/{id}/abort" | "/v1/groups/{id}/abort") => Permission::Abort,
         ("POST", "/v1/lease")
         | ("POST", "/v1/tasks/{id}/heartbeat")
         | ("POST", "/v1/tasks/{id}/progress")

@@ -11,6 +11,11 @@
 //! | `POST /v1/tasks/{id}/abort` | abort (a running task is asked to stop) |
 //! | `POST /v1/tasks/{id}/retry` | run a failed or aborted task again |
 //! | `GET /v1/tasks/{id}/result?wait=30s` | the outcome, waiting for it up to `wait` |
+//! | `POST /v1/groups` | enqueue a group: members and a callback run once they all ended |
+//! | `GET /v1/groups/{id}` | a group's progress: members by status, the callback's status |
+//! | `POST /v1/groups/{id}/abort` | abort a group's callback and unfinished members |
+//! | `GET/POST /v1/schedules`, `GET/DELETE /v1/schedules/{name}` | cron schedules, with their next run times |
+//! | `POST /v1/schedules/{name}/pause`, `/resume` | pause or resume a schedule |
 //! | `POST /v1/purge` | delete finished tasks by status, name, queue, tag, age |
 //! | `GET /v1/queues` | task counts by queue and status |
 //! | `GET /v1/events` | task events: Server-Sent Events (live, resumable) or JSON pages |
@@ -42,9 +47,11 @@ mod access;
 mod auth;
 mod error;
 mod events;
+mod groups;
 mod health;
 mod metrics;
 mod remote;
+mod schedules;
 mod schema;
 mod tasks;
 pub mod webhooks;
@@ -139,6 +146,13 @@ pub fn router_with(client: Client, metrics: Metrics, config: &ApiConfig) -> Rout
         .routes(routes!(tasks::result))
         .routes(routes!(tasks::queues))
         .routes(routes!(tasks::purge))
+        .routes(routes!(groups::create))
+        .routes(routes!(groups::get))
+        .routes(routes!(groups::abort))
+        .routes(routes!(schedules::list, schedules::put))
+        .routes(routes!(schedules::get, schedules::delete))
+        .routes(routes!(schedules::pause))
+        .routes(routes!(schedules::resume))
         .routes(routes!(events::events))
         .routes(routes!(access::list_tokens, access::create_token))
         .routes(routes!(access::delete_token))

@@ -9,7 +9,9 @@
 #![allow(dead_code)]
 
 use chrono::{DateTime, Utc};
-use offload_types::{Attempt, Role, Status, Task, TaskErrorRecord, TaskId, TaskOptions};
+use offload_types::{
+    Attempt, EnqueueOutcome, Role, Status, Task, TaskErrorRecord, TaskId, TaskOptions,
+};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::{OpenApi, ToSchema};
@@ -36,16 +38,41 @@ pub(crate) enum EnqueueBody {
     Many(Vec<NewTaskBody>),
 }
 
+/// `POST /v1/groups`: members and the callback that runs once they have
+/// all ended.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct GroupBody {
+    /// The group's tasks (each may depend on earlier ones; no `unique_key`).
+    members: Vec<NewTaskBody>,
+    /// Runs once every member has ended; reads their outcomes.
+    callback: NewTaskBody,
+}
+
+/// The answer to enqueueing a group.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct EnqueuedGroup {
+    /// The group's id: its callback's id.
+    id: TaskId,
+    /// The members' ids, in the order given.
+    members: Vec<TaskId>,
+    /// The callback's id (the group's id).
+    callback: TaskId,
+}
+
 /// The answer to enqueueing one task.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct Enqueued {
     id: TaskId,
+    /// What the enqueue did.
+    outcome: EnqueueOutcome,
 }
 
 /// The answer to enqueueing an array.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct EnqueuedMany {
     ids: Vec<TaskId>,
+    /// What the enqueue did, per task.
+    outcomes: Vec<EnqueueOutcome>,
 }
 
 /// `{"id"}` for one task, `{"ids"}` for an array.

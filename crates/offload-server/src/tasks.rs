@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use offload::StoreError;
 use offload::{
-    AuditEntry, Client, Error, NewTask, Status, TaskFilter, TaskId, TaskListParams, TaskOptions,
-    TaskUpdate, parse_duration,
+    AuditEntry, Client, EnqueueOutcome, Error, NewTask, Status, TaskFilter, TaskId, TaskListParams,
+    TaskOptions, TaskUpdate, parse_duration,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -42,13 +42,16 @@ pub(crate) const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 /// Longest `Idempotency-Key`.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
-/// `POST /v1/tasks`: one task (an object) → 201 `{"id"}`; many (an array,
-/// all or nothing) → 201 `{"ids"}`. With an `Idempotency-Key` header, a
+/// `POST /v1/tasks`: one task (an object) → 201 `{"id", "outcome"}`; many
+/// (an array, all or nothing) → 201 `{"ids", "outcomes"}`. The outcome is
+/// `created`, or — for a task with a `unique_key` — `existing`,
+/// `replaced`, `debounced` or `throttled`; when nothing new was stored the
+/// status is 200. With an `Idempotency-Key` header, a
 /// repeat of the same request within 24 hours answers the first one's ids
 /// (with `Idempotent-Replayed: true`) and enqueues nothing.
 #[utoipa::path(post, path = "/v1/tasks", tag = "tasks", request_body = EnqueueBody,
     params(("Idempotency-Key" = Option<String>, Header, description = "Up to 255 visible ASCII characters; a repeat within 24 hours returns the first request's tasks")),
-    responses((status = 201, description = "Enqueued (or replayed: header Idempotent-Replayed)", body = EnqueueAnswer), (status = 413, description = "Body over the limit", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody), (status = 422, description = "Invalid input (names the field), or an Idempotency-Key reused with another request", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
+    responses((status = 201, description = "Enqueued (or replayed: header Idempotent-Replayed)", body = EnqueueAnswer), (status = 200, description = "Nothing new stored: every task matched one with its unique_key", body = EnqueueAnswer), (status = 413, description = "Body over the limit", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody), (status = 422, description = "Invalid input (names the field), or an Idempotency-Key reused with another request", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn enqueue(
     State(client): State<Client>,
     State(metrics): State<Metrics>,
@@ -76,14 +79,14 @@ pub(crate) async fn enqueue(
         }
         item => vec![new_task(item, "")?],
     };
-    let (ids, replayed) = match (key, fingerprint) {
+    let (handles, replayed) = match (key, fingerprint) {
         (Some(key), Some(fingerprint)) => {
             // keys are per caller (two tokens may use the same key), stored
             // as a digest so a key of any allowed length fits
             let scoped = hex(&Sha256::digest(
                 format!("{}:{key}", caller.actor()).as_bytes(),
             ));
-            let (handles, replayed) = client
+            client
                 .trigger_many_idempotent(tasks, &scoped, &fingerprint)
                 .await
                 .map_err(|e| match e {
@@ -96,22 +99,31 @@ pub(crate) async fn enqueue(
                         ),
                     ),
                     other => other.into(),
-                })?;
-            (handles.iter().map(|h| h.id()).collect::<Vec<_>>(), replayed)
+                })?
         }
-        _ => {
-            let handles = client.trigger_many(tasks).await?;
-            (handles.iter().map(|h| h.id()).collect(), false)
-        }
+        _ => (client.trigger_many(tasks).await?, false),
     };
+    let ids: Vec<TaskId> = handles.iter().map(|h| h.id()).collect();
+    let outcomes: Vec<EnqueueOutcome> = handles.iter().map(|h| h.outcome()).collect();
+    let created = outcomes
+        .iter()
+        .filter(|o| **o == EnqueueOutcome::Created)
+        .count();
     if !replayed {
-        metrics.enqueued(ids.len());
+        metrics.enqueued(created);
     }
-    let answer = match (many, ids.as_slice()) {
-        (false, [id]) => json!({ "id": id }),
-        _ => json!({ "ids": ids }),
+    let answer = match (many, ids.as_slice(), outcomes.as_slice()) {
+        (false, [id], [outcome]) => json!({ "id": id, "outcome": outcome }),
+        _ => json!({ "ids": ids, "outcomes": outcomes }),
     };
-    let mut response = (StatusCode::CREATED, Json(answer)).into_response();
+    // 201 when something new was stored; 200 when every task was
+    // coalesced with one that exists (unique keys)
+    let status = if created > 0 {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut response = (status, Json(answer)).into_response();
     if replayed {
         response
             .headers_mut()
@@ -146,7 +158,7 @@ fn hex(bytes: &[u8]) -> String {
 /// Reads one task of an enqueue body: `name` (or `type`), `input` (or
 /// `payload`), and the [`TaskOptions`] fields beside them. `at` prefixes
 /// field names in errors (`[3].` for the fourth of an array).
-fn new_task(item: Value, at: &str) -> Result<NewTask, ApiError> {
+pub(crate) fn new_task(item: Value, at: &str) -> Result<NewTask, ApiError> {
     let Value::Object(mut fields) = item else {
         let field = if at.is_empty() {
             "body"
@@ -245,6 +257,7 @@ pub(crate) async fn list(
         tag: q.tag,
         created_after: q.created_after,
         created_before: q.created_before,
+        ..TaskFilter::default()
     };
     let page = client
         .list(TaskListParams {

@@ -36,11 +36,11 @@ const MARKER: &str = "events-marker";
 const WAIT: Duration = Duration::from_secs(60);
 
 /// The log as read up to a marker.
-struct Log {
+pub(crate) struct Log {
     /// Every event read, markers left out, oldest first.
-    events: Vec<TaskEvent>,
+    pub(crate) events: Vec<TaskEvent>,
     /// The cursor after the marker's event: the end of the log.
-    end: String,
+    pub(crate) end: String,
 }
 
 fn list(after: Option<String>, filter: EventFilter, limit: u32) -> EventListParams {
@@ -102,7 +102,7 @@ async fn log_after(h: &Harness, after: Option<String>) -> Log {
 }
 
 /// Every event of the log (see [`log_after`]).
-async fn log(h: &Harness) -> Log {
+pub(crate) async fn log(h: &Harness) -> Log {
     log_after(h, None).await
 }
 
@@ -550,7 +550,12 @@ pub async fn events_management_calls_write_none(h: &Harness) {
     assert_eq!(purged, 1);
     ok(
         "task_delete",
-        h.store.task_delete(&TaskDeleteParams { id: waiting }).await,
+        h.store
+            .task_delete(&TaskDeleteParams {
+                id: waiting,
+                now: h.now(),
+            })
+            .await,
     );
     let imported = ok(
         "task_import",
@@ -849,8 +854,8 @@ pub async fn events_idempotent_insert_writes_created_once(h: &Harness) {
     assert_eq!(
         kinds(&log1.events),
         vec![
-            (first.ids[0], EventKind::Created),
-            (first.ids[1], EventKind::Created)
+            (first.tasks[0].id, EventKind::Created),
+            (first.tasks[1].id, EventKind::Created)
         ]
     );
     let mut again = params.clone();
@@ -862,7 +867,7 @@ pub async fn events_idempotent_insert_writes_created_once(h: &Harness) {
         h.store.task_insert_idempotent(&again, &key).await,
     );
     assert!(replay.replayed);
-    assert_eq!(replay.ids, first.ids);
+    assert_eq!(replay.tasks, first.tasks);
     assert!(
         log_after(h, Some(log1.end)).await.events.is_empty(),
         "a replay writes no event"

@@ -14,7 +14,9 @@ use offload_store::{
     StoreResult, TaskClaimParams, TaskCountParams, TaskFinish, TaskFinishParams,
     TaskHeartbeatParams, TaskInsertParams, TaskRescueParams,
 };
-use offload_types::{Attempt, DEFAULT_QUEUE, NewTask, Task, TaskErrorRecord, TaskId, TaskOptions};
+use offload_types::{
+    Attempt, DEFAULT_QUEUE, Enqueued, NewTask, Task, TaskErrorRecord, TaskId, TaskOptions,
+};
 use serde_json::json;
 
 /// The lease every harness claim and heartbeat asks for.
@@ -107,6 +109,12 @@ impl Harness {
 
     /// Inserts tasks through `store` at `now`; returns their ids.
     pub async fn insert(&self, tasks: Vec<NewTask>) -> Vec<TaskId> {
+        self.enqueue(tasks).await.iter().map(|e| e.id).collect()
+    }
+
+    /// Inserts tasks through `store` at `now`; returns the store's answer
+    /// (id and outcome per task).
+    pub async fn enqueue(&self, tasks: Vec<NewTask>) -> Vec<Enqueued> {
         let params = TaskInsertParams {
             tasks,
             now: self.now(),

@@ -12,7 +12,7 @@ use offload_store::{
     IdempotencyKey, IdempotentInsert, Notification, PurgeBeforeParams, Store, StoreError,
     StoreResult, TaskInsertParams,
 };
-use offload_types::{NewTask, TaskId, TaskOptions};
+use offload_types::{Enqueued, NewTask, TaskId, TaskOptions};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -27,6 +27,16 @@ fn tasks(name: &str, n: usize) -> Vec<NewTask> {
     (0..n)
         .map(|i| NewTask::new(name, json!({ "i": i })))
         .collect()
+}
+
+/// The ids of an idempotent insert's answer, in order.
+fn ids(answer: &IdempotentInsert) -> Vec<TaskId> {
+    answer.tasks.iter().map(|t| t.id).collect()
+}
+
+/// The answer for freshly created tasks `ids`.
+fn created(ids: Vec<TaskId>) -> Vec<Enqueued> {
+    ids.into_iter().map(Enqueued::created).collect()
 }
 
 /// A key living [`TTL`] from the harness clock.
@@ -98,7 +108,7 @@ pub async fn idempotent_first_insert_inserts(h: &Harness) {
     assert_eq!(
         answer,
         IdempotentInsert {
-            ids: given,
+            tasks: created(given),
             replayed: false
         }
     );
@@ -127,7 +137,7 @@ pub async fn idempotent_same_request_replays_first_ids(h: &Harness) {
     assert_eq!(
         answer,
         IdempotentInsert {
-            ids: first_ids.clone(),
+            tasks: created(first_ids.clone()),
             replayed: true
         },
         "a replay answers the first ids in order"
@@ -136,7 +146,7 @@ pub async fn idempotent_same_request_replays_first_ids(h: &Harness) {
         "task_insert_idempotent (second handle)",
         try_insert(h, h.second.as_ref(), tasks("job", 4), &k).await,
     );
-    assert_eq!(through_second.ids, first_ids);
+    assert_eq!(ids(&through_second), first_ids);
     assert!(through_second.replayed);
     assert_eq!(h.count_all().await, 4, "replays insert nothing");
     for id in again_ids {
@@ -163,7 +173,7 @@ pub async fn idempotent_other_request_conflicts(h: &Harness) {
     }
     assert_eq!(h.count_all().await, 2);
     let again = insert(h, tasks("job", 2), &key(h, "k-conflict", "fp-a")).await;
-    assert_eq!(again.ids, first.ids);
+    assert_eq!(again.tasks, first.tasks);
     assert!(again.replayed);
 }
 
@@ -172,7 +182,7 @@ pub async fn idempotent_keys_are_independent(h: &Harness) {
     let a = insert(h, tasks("job", 1), &key(h, "k-a", "fp")).await;
     let b = insert(h, tasks("job", 1), &key(h, "k-b", "fp")).await;
     assert!(!a.replayed && !b.replayed);
-    assert_ne!(a.ids, b.ids);
+    assert_ne!(ids(&a), ids(&b));
     assert_eq!(h.count_all().await, 2);
 }
 
@@ -198,15 +208,15 @@ pub async fn idempotent_expired_key_inserts_again(h: &Harness) {
     assert_eq!(
         second,
         IdempotentInsert {
-            ids: fresh_ids.clone(),
+            tasks: created(fresh_ids.clone()),
             replayed: false
         }
     );
-    assert_ne!(second.ids, first.ids);
+    assert_ne!(ids(&second), ids(&first));
     assert_eq!(h.count_all().await, 4);
     // The key now holds the new request.
     let again = insert(h, tasks("job", 2), &key(h, "k-expiring", "fp-b")).await;
-    assert_eq!(again.ids, fresh_ids);
+    assert_eq!(ids(&again), fresh_ids);
     assert!(again.replayed);
     expect_conflict(
         try_insert(h, h.store.as_ref(), tasks("job", 2), &short).await,
@@ -247,14 +257,15 @@ pub async fn idempotent_concurrent_requests_insert_once(h: &Harness) {
         );
         let winner = winners[0];
         let won_ids = match &answers[winner] {
-            Ok(a) => a.ids.clone(),
+            Ok(a) => ids(a),
             Err(e) => panic!("round {round}: the winner failed: {e}"),
         };
         for (i, answer) in answers.into_iter().enumerate() {
             if fingerprints[i] == fingerprints[winner] {
                 let a = ok("a racing request with the winner's fingerprint", answer);
                 assert_eq!(
-                    a.ids, won_ids,
+                    ids(&a),
+                    won_ids,
                     "round {round}: the same request replays the winner's ids"
                 );
             } else {
@@ -312,7 +323,7 @@ pub async fn idempotent_failed_insert_stores_no_key(h: &Harness) {
     assert_eq!(
         answer,
         IdempotentInsert {
-            ids: good_ids,
+            tasks: created(good_ids),
             replayed: false
         }
     );

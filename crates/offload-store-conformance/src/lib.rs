@@ -2,7 +2,8 @@
 //! (SQLite now, PostgreSQL next). It checks the storage contract written in
 //! `docs/architecture.md` ("The storage contract"): batches, claims and their
 //! order, leases and fencing, rescue, every finish outcome, management
-//! calls, copying (export and import), leadership, notifications, and a
+//! calls, copying (export and import), leadership, notifications,
+//! dependencies between tasks, unique keys, cron schedules, and a
 //! property test that no sequence of public operations reaches an illegal
 //! transition.
 //!
@@ -35,17 +36,20 @@
 mod harness;
 
 pub mod access;
+pub mod dependencies;
 pub mod events;
 pub mod idempotency;
 pub mod leader;
 pub mod lease;
 pub mod lifecycle;
 pub mod notify;
+pub mod schedules;
 pub mod task_claim;
 pub mod task_copy;
 pub mod task_finish;
 pub mod task_insert;
 pub mod task_manage;
+pub mod unique;
 pub mod webhooks;
 
 pub use harness::{Fixture, Harness, LEASE, WORKER, lease_of};
@@ -157,6 +161,7 @@ macro_rules! suite {
                 import_running_task_gets_fresh_lease_and_keeps_expiry,
                 imported_tasks_continue_their_history,
                 import_notifies_available,
+                import_keeps_flow_fields_and_blocked_waits_for_dependency,
             }
             leader {
                 leader_first_elect_wins,
@@ -171,6 +176,58 @@ macro_rules! suite {
                 abort_running_notifies_abort_requested,
                 management_notifies,
                 notifications_cross_handles,
+            }
+            dependencies {
+                deps_missing_dependency_refuses_batch,
+                deps_on_failed_or_aborted_dependency_is_refused,
+                deps_on_succeeded_dependency_is_not_blocked,
+                deps_blocked_until_dependency_succeeds,
+                deps_unblocked_with_future_run_at_is_scheduled,
+                deps_diamond_in_one_batch_runs_in_order,
+                deps_failure_cascades_transitively,
+                deps_retry_finish_does_not_cascade,
+                deps_abort_waiting_dependency_cascades,
+                deps_abort_running_dependency_cascades_on_abort_finish,
+                deps_rescue_to_failed_cascades,
+                deps_delete_waiting_dependency_aborts_dependents,
+                deps_after_waits_for_every_member_to_end,
+                deps_retry_of_cascaded_task_waits_for_dependency,
+                deps_update_run_at_of_blocked_task_keeps_it_blocked,
+                deps_fields_read_back_and_filter_by_group_and_ids,
+                deps_resolve_blocked_is_a_no_op_on_a_healthy_store,
+                deps_many_dependents_unblock_in_one_finish,
+                deps_insert_racing_a_finish_never_stays_blocked,
+            }
+            unique {
+                unique_reject_returns_existing_until_holder_ends,
+                unique_reject_window_holds_key_after_end,
+                unique_replace_updates_waiting_holder,
+                unique_replace_of_running_holder_creates_new_task,
+                unique_debounce_pushes_start_up_to_max_wait,
+                unique_throttle_waiting_holder_gets_new_input,
+                unique_throttle_after_a_run_schedules_one_window_later,
+                unique_same_key_twice_in_one_batch,
+                unique_concurrent_inserts_create_one_task,
+                unique_idempotent_insert_replays_outcomes,
+                unique_key_reads_back,
+                unique_different_keys_are_independent,
+            }
+            schedules {
+                schedule_put_new_stores_definition_and_state,
+                schedule_put_same_cron_keeps_next_run_at,
+                schedule_put_changed_cron_or_zone_replaces_next_run_at,
+                schedule_put_paused_state,
+                schedule_put_after_a_fire_keeps_last_run,
+                schedule_pause_and_resume,
+                schedule_missing_name_is_none_or_false,
+                schedule_list_by_name_and_delete_keeps_tasks,
+                schedule_due_only_active_and_past_earliest_first,
+                schedule_fire_inserts_task_and_moves_next_tick,
+                schedule_fire_paused_stale_or_missing_is_lost,
+                schedule_fire_without_task_skips_tick,
+                schedule_fire_failed_insert_changes_nothing,
+                schedule_fire_racing_calls_fire_once,
+                schedule_fire_consecutive_ticks_one_task_each,
             }
             lifecycle {
                 lifecycle_has_no_illegal_transition,

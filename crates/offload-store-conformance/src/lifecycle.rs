@@ -297,7 +297,10 @@ async fn play(h: &Harness, queue: &str, plan: &Plan) -> Result<(), TestCaseError
         .store
         .task_insert_many(&params)
         .await
-        .map_err(|e| store_err("task_insert_many", e))?;
+        .map_err(|e| store_err("task_insert_many", e))?
+        .into_iter()
+        .map(|e| e.id)
+        .collect::<Vec<TaskId>>();
     let mut tokens: HashMap<TaskId, Vec<LeaseToken>> = HashMap::new();
     let mut before = snapshot(h, &ids).await?;
     for (id, (t, history)) in &before {

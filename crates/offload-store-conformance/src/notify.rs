@@ -184,10 +184,14 @@ pub async fn notifications_cross_handles(h: &Harness) {
             ],
             now: h.now(),
         };
-        inserted.extend(ok(
-            "task_insert_many on second",
-            h.second.task_insert_many(&params).await,
-        ));
+        inserted.extend(
+            ok(
+                "task_insert_many on second",
+                h.second.task_insert_many(&params).await,
+            )
+            .into_iter()
+            .map(|e| e.id),
+        );
         if arrives(&mut rx, Duration::from_millis(250), available_in("cross")).await {
             break;
         }

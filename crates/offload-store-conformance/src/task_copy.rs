@@ -495,7 +495,10 @@ pub async fn import_after_delete_restores_same_ids(h: &Harness) {
         ok(
             "task_delete",
             h.store
-                .task_delete(&TaskDeleteParams { id: r.task.id })
+                .task_delete(&TaskDeleteParams {
+                    id: r.task.id,
+                    now: h.now(),
+                })
                 .await,
         );
         assert!(h.try_get(r.task.id).await.is_none());
@@ -746,4 +749,83 @@ pub async fn import_notifies_available(h: &Harness) {
             Ok(Err(RecvError::Closed)) => panic!("the notifier closed"),
         }
     }
+}
+
+/// Export and import keep `depends_on`, `after`, `group_id` and
+/// `unique_key`. Imported into a store without them, the dependency
+/// edges are rebuilt: the blocked tasks stay blocked until their
+/// dependency (imported too) succeeds, and the unique key holds.
+pub async fn import_keeps_flow_fields_and_blocked_waits_for_dependency(h: &Harness) {
+    let q = "flow";
+    let dep = NewTask::new("flow_dep", json!(1)).options(options(q));
+    let callback = NewTask::new("flow_callback", json!(3));
+    let group = callback.id;
+    let mut member = NewTask::new("flow_member", json!(2))
+        .options(options(q).depends_on(dep.id).unique_key("flow-key"));
+    member.group_id = Some(group);
+    let mut callback = callback.options(options(q));
+    callback.group_id = Some(group);
+    callback.after = vec![dep.id, member.id];
+    let ids = h.insert(vec![dep, member, callback]).await;
+    let (dep, member, callback) = (ids[0], ids[1], ids[2]);
+
+    let records = export_of(h, &ids).await;
+    let m = &records[1].task;
+    assert_eq!(m.status, Status::Blocked);
+    assert_eq!(m.depends_on, vec![dep]);
+    assert_eq!(m.group_id, Some(group));
+    assert_eq!(m.unique_key.as_deref(), Some("flow-key"));
+    let c = &records[2].task;
+    assert_eq!(c.status, Status::Blocked);
+    assert_eq!(c.after, vec![dep, member]);
+    assert_eq!(c.group_id, Some(group));
+
+    // Dependents first, so deleting the dependency aborts nothing.
+    for id in [callback, member, dep] {
+        ok(
+            "task_delete",
+            h.store
+                .task_delete(&TaskDeleteParams { id, now: h.now() })
+                .await,
+        );
+    }
+    assert_eq!(h.count_all().await, 0);
+    let result = ok(
+        "task_import",
+        import(h.second.as_ref(), records.clone()).await,
+    );
+    assert_eq!(result.inserted, 3);
+    for r in &records {
+        assert_holds(h.store.as_ref(), r).await;
+    }
+
+    let again =
+        NewTask::new("flow_member", json!("again")).options(options(q).unique_key("flow-key"));
+    assert_eq!(
+        h.enqueue(vec![again]).await,
+        vec![offload_types::Enqueued {
+            id: member,
+            outcome: offload_types::EnqueueOutcome::Existing
+        }],
+        "the imported task holds its unique key"
+    );
+
+    let mut claimed = h.claim(q, 10).await;
+    assert_eq!(
+        claimed.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![dep],
+        "the imported blocked tasks are not claimed"
+    );
+    let dep_task = claimed.remove(0);
+    h.advance(Duration::from_secs(1));
+    finish(h, &dep_task, FinishOutcome::Success { output: json!(1) }).await;
+    assert_eq!(h.get(member).await.status, Status::Pending);
+    assert_eq!(
+        h.get(callback).await.status,
+        Status::Blocked,
+        "the callback still waits for the member"
+    );
+    let member_task = h.claim_one_from(q, member).await;
+    finish(h, &member_task, FinishOutcome::Success { output: json!(2) }).await;
+    assert_eq!(h.get(callback).await.status, Status::Pending);
 }

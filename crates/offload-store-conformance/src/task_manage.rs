@@ -48,7 +48,9 @@ async fn retry(h: &Harness, id: TaskId) -> Result<Task, StoreError> {
 }
 
 async fn delete(h: &Harness, id: TaskId) -> Result<(), StoreError> {
-    h.store.task_delete(&TaskDeleteParams { id }).await
+    h.store
+        .task_delete(&TaskDeleteParams { id, now: h.now() })
+        .await
 }
 
 async fn update(h: &Harness, params: TaskUpdateParams) -> Result<Task, StoreError> {
@@ -592,7 +594,12 @@ pub async fn delete_waiting_and_terminal_tasks(h: &Harness) {
     // Through the other handle as well.
     ok(
         "task_delete on second",
-        h.second.task_delete(&TaskDeleteParams { id: failed }).await,
+        h.second
+            .task_delete(&TaskDeleteParams {
+                id: failed,
+                now: h.now(),
+            })
+            .await,
     );
     assert_eq!(h.try_get(failed).await, None);
     assert_no_history(h, failed).await;

@@ -1129,7 +1129,8 @@ pub async fn task_webhook_option_round_trips(h: &Harness) {
             )
             .await,
     )
-    .ids[0];
+    .tasks[0]
+        .id;
     let expect = [
         (claimed.id, Some(url)),
         (plain, None),
@@ -1180,7 +1181,9 @@ pub async fn task_webhook_option_round_trips(h: &Harness) {
         );
         ok(
             "task_delete",
-            h.store.task_delete(&TaskDeleteParams { id }).await,
+            h.store
+                .task_delete(&TaskDeleteParams { id, now: h.now() })
+                .await,
         );
     }
     let imported = ok(

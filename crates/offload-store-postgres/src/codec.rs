@@ -21,7 +21,7 @@ use crate::error::{corrupt, map};
 /// The task columns, in the order [`task`] reads them, each prefixed with
 /// `alias.` when an alias is given.
 pub(crate) fn task_columns(alias: &str) -> String {
-    const COLUMNS: [&str; 25] = [
+    const COLUMNS: [&str; 29] = [
         "id",
         "name",
         "queue",
@@ -47,6 +47,10 @@ pub(crate) fn task_columns(alias: &str) -> String {
         "finished_at",
         "updated_at",
         "webhook",
+        "depends_on",
+        "after",
+        "group_id",
+        "unique_key",
     ];
     COLUMNS
         .iter()
@@ -80,6 +84,20 @@ fn opt_json<T: DeserializeOwned>(what: &str, v: Option<Value>) -> StoreResult<Op
     v.map(|v| from_json(what, v)).transpose()
 }
 
+/// A JSON array of ids (`NULL`: none), as `depends_on` and `after` hold them.
+fn id_list(what: &str, v: Option<Value>) -> StoreResult<Vec<TaskId>> {
+    Ok(opt_json(what, v)?.unwrap_or_default())
+}
+
+/// Ids as the JSON array `depends_on` and `after` store (`None` when empty).
+pub(crate) fn id_json(ids: &[TaskId]) -> StoreResult<Option<Value>> {
+    if ids.is_empty() {
+        Ok(None)
+    } else {
+        json(&ids).map(Some)
+    }
+}
+
 pub(crate) fn status(s: &str) -> StoreResult<Status> {
     s.parse()
         .map_err(|_| corrupt(format!("column status holds {s:?}")))
@@ -109,6 +127,10 @@ pub(crate) fn task(row: &PgRow) -> StoreResult<Task> {
         tags: from_json("tags", get(row, 14)?)?,
         metadata: get(row, 15)?,
         webhook: get(row, 24)?,
+        depends_on: id_list("depends_on", get(row, 25)?)?,
+        after: id_list("after", get(row, 26)?)?,
+        group_id: get::<Option<Uuid>>(row, 27)?.map(TaskId),
+        unique_key: get(row, 28)?,
         abort_requested_at: get(row, 16)?,
         // The column keeps the last attempt's worker; a task shows who
         // holds its lease, so only while running.

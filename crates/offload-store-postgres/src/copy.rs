@@ -5,8 +5,8 @@ use sqlx::AssertSqlSafe;
 use std::collections::HashMap;
 
 use offload_store::{
-    MAX_EXPORT_PAGE, Notification, StoreError, StoreResult, TaskExportParams, TaskImportParams,
-    TaskImportResult, TaskRecord,
+    EdgeKind, MAX_EXPORT_PAGE, Notification, StoreError, StoreResult, TaskExportParams,
+    TaskImportParams, TaskImportResult, TaskRecord,
 };
 use offload_types::{AttemptOutcome, NewTask, Status, TaskOptions, ValidationError};
 use serde_json::Value;
@@ -14,7 +14,7 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use crate::PgStore;
-use crate::codec::{self, ATTEMPT_COLUMNS, json, millis, task_columns, uuid};
+use crate::codec::{self, ATTEMPT_COLUMNS, id_json, json, millis, task_columns, uuid};
 use crate::error::map;
 use crate::notify::Payload;
 
@@ -103,11 +103,15 @@ fn check(i: usize, r: &TaskRecord) -> StoreResult<()> {
     options.timeout = t.timeout;
     options.retry = t.retry.clone();
     options.webhook = t.webhook.clone();
+    options.depends_on = t.depends_on.clone();
+    options.unique_key = t.unique_key.clone();
     let probe = NewTask {
         id: t.id,
         name: t.name.clone(),
         input: Value::Null,
         options,
+        group_id: t.group_id,
+        after: t.after.clone(),
     };
     probe.validate().map_err(|v| {
         StoreError::Invalid(ValidationError::new(
@@ -160,23 +164,27 @@ pub(crate) async fn import(store: &PgStore, p: &TaskImportParams) -> StoreResult
         t.push(r, i32::try_from(ended.len()).unwrap_or(i32::MAX), running)?;
     }
     let q = store.q();
+    let mut tx = store.inner.pool.begin().await.map_err(map)?;
     let sql = format!(
         "WITH ins AS (INSERT INTO {q}.tasks (id, name, queue, input, status, output, error, \
          progress, priority, attempt, max_attempts, run_at, timeout_ms, retry, tags, metadata, \
          abort_requested_at, worker_id, lease_token, lease_expires_at, created_at, started_at, \
-         finished_at, updated_at, history, webhook) \
+         finished_at, updated_at, history, webhook, unique_key, depends_on, after, group_id) \
          SELECT id, name, queue, input, status, output, error, progress, priority, attempt, \
          max_attempts, run_at, timeout_ms, retry, tags, metadata, abort_requested_at, worker_id, \
          CASE WHEN status = 'running' THEN gen_random_uuid() END, lease_expires_at, created_at, \
-         started_at, finished_at, updated_at, history, webhook \
+         started_at, finished_at, updated_at, history, webhook, unique_key, depends_on, after, \
+         group_id \
          FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::text[], $6::jsonb[], \
          $7::jsonb[], $8::jsonb[], $9::int4[], $10::int4[], $11::int4[], $12::timestamptz[], \
          $13::int8[], $14::jsonb[], $15::jsonb[], $16::jsonb[], $17::timestamptz[], $18::text[], \
          $19::timestamptz[], $20::timestamptz[], $21::timestamptz[], $22::timestamptz[], \
-         $23::timestamptz[], $24::int4[], $33::text[]) \
+         $23::timestamptz[], $24::int4[], $33::text[], $34::text[], $35::jsonb[], \
+         $36::jsonb[], $37::uuid[]) \
          AS u(id, name, queue, input, status, output, error, progress, priority, attempt, \
          max_attempts, run_at, timeout_ms, retry, tags, metadata, abort_requested_at, worker_id, \
-         lease_expires_at, created_at, started_at, finished_at, updated_at, history, webhook) \
+         lease_expires_at, created_at, started_at, finished_at, updated_at, history, webhook, \
+         unique_key, depends_on, after, group_id) \
          ON CONFLICT (id) DO NOTHING RETURNING id, queue, status), \
          hist AS (INSERT INTO {q}.task_attempts \
          (task_id, seq, attempt, worker_id, started_at, finished_at, outcome, error) \
@@ -184,7 +192,7 @@ pub(crate) async fn import(store: &PgStore, p: &TaskImportParams) -> StoreResult
          $29::timestamptz[], $30::timestamptz[], $31::text[], $32::jsonb[]) \
          AS h(task_id, seq, attempt, worker_id, started_at, finished_at, outcome, error) \
          WHERE h.task_id IN (SELECT id FROM ins)) \
-         SELECT queue, status FROM ins"
+         SELECT queue, status, id FROM ins"
     );
     let rows = sqlx::query(AssertSqlSafe(sql))
         .bind(&t.ids)
@@ -220,9 +228,18 @@ pub(crate) async fn import(store: &PgStore, p: &TaskImportParams) -> StoreResult
         .bind(&a.outcomes)
         .bind(&a.errors)
         .bind(&t.webhooks)
-        .fetch_all(&store.inner.pool)
+        .bind(&t.unique_keys)
+        .bind(&t.depends_on)
+        .bind(&t.after)
+        .bind(&t.group_ids)
+        .fetch_all(&mut *tx)
         .await
         .map_err(map)?;
+    let inserted: Vec<Uuid> = rows
+        .iter()
+        .map(|r| r.try_get(2).map_err(map))
+        .collect::<StoreResult<_>>()?;
+    import_edges(store, &mut tx, &p.records, &inserted).await?;
     let mut payload = Payload::default();
     let mut notes = Vec::new();
     for r in &rows {
@@ -236,15 +253,9 @@ pub(crate) async fn import(store: &PgStore, p: &TaskImportParams) -> StoreResult
             }
         }
     }
-    if !payload.is_empty() {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(&store.inner.channel)
-            .bind(store.payload(&payload))
-            .execute(&store.inner.pool)
-            .await
-            .map_err(map)?;
-        store.local(notes);
-    }
+    crate::manage::send(store, &mut tx, &payload).await?;
+    tx.commit().await.map_err(map)?;
+    store.local(notes);
     let inserted = rows.len() as u64;
     Ok(TaskImportResult {
         inserted,
@@ -279,6 +290,10 @@ struct TaskCols {
     updated_at: Vec<chrono::DateTime<chrono::Utc>>,
     history: Vec<i32>,
     webhooks: Vec<Option<String>>,
+    unique_keys: Vec<Option<String>>,
+    depends_on: Vec<Option<Value>>,
+    after: Vec<Option<Value>>,
+    group_ids: Vec<Option<Uuid>>,
 }
 
 impl TaskCols {
@@ -322,6 +337,10 @@ impl TaskCols {
         self.updated_at.push(t.updated_at);
         self.history.push(history);
         self.webhooks.push(t.webhook.clone());
+        self.unique_keys.push(t.unique_key.clone());
+        self.depends_on.push(id_json(&t.depends_on)?);
+        self.after.push(id_json(&t.after)?);
+        self.group_ids.push(t.group_id.map(uuid));
         Ok(())
     }
 }
@@ -336,4 +355,79 @@ struct AttemptCols {
     finished: Vec<chrono::DateTime<chrono::Utc>>,
     outcomes: Vec<&'static str>,
     errors: Vec<Option<Value>>,
+}
+
+/// The dependency bookkeeping of imported tasks (`inserted`; skipped ones
+/// keep what the target has): their edges are recreated from
+/// `depends_on` and `after` (an id in both: one `success` edge), the
+/// dependencies present get `has_dependents`, as does an imported task
+/// that edges stored earlier point at, and `deps_waiting` counts the
+/// unmet edges to dependencies present in the target (a dependency not
+/// present counts as met).
+async fn import_edges(
+    store: &PgStore,
+    conn: &mut sqlx::PgConnection,
+    records: &[TaskRecord],
+    inserted: &[Uuid],
+) -> StoreResult<()> {
+    if inserted.is_empty() {
+        return Ok(());
+    }
+    let q = store.q();
+    let new: std::collections::HashSet<Uuid> = inserted.iter().copied().collect();
+    let (mut deps, mut tasks, mut kinds) = (Vec::new(), Vec::new(), Vec::new());
+    let mut dependents = Vec::new();
+    for r in records.iter().filter(|r| new.contains(&uuid(r.task.id))) {
+        let t = &r.task;
+        let success = t.depends_on.iter().map(|d| (*d, EdgeKind::Success));
+        let end = t
+            .after
+            .iter()
+            .filter(|d| !t.depends_on.contains(d))
+            .map(|d| (*d, EdgeKind::End));
+        let before = deps.len();
+        for (dep, kind) in success.chain(end) {
+            deps.push(uuid(dep));
+            tasks.push(uuid(t.id));
+            kinds.push(kind.as_str());
+        }
+        if deps.len() > before {
+            dependents.push(uuid(t.id));
+        }
+    }
+    if !deps.is_empty() {
+        let sql = format!(
+            "WITH e AS (INSERT INTO {q}.task_deps (dep_id, task_id, kind) \
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[]) ON CONFLICT DO NOTHING) \
+             UPDATE {q}.tasks SET has_dependents = true WHERE id = ANY($1) AND NOT has_dependents"
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(&deps)
+            .bind(&tasks)
+            .bind(&kinds)
+            .execute(&mut *conn)
+            .await
+            .map_err(map)?;
+        let sql = format!(
+            "UPDATE {q}.tasks t SET deps_waiting = (SELECT count(*) FROM {q}.task_deps e \
+             JOIN {q}.tasks d ON d.id = e.dep_id WHERE e.task_id = t.id AND NOT \
+             (d.status = 'success' OR (e.kind = 'end' AND d.status IN ('failed', 'aborted')))) \
+             WHERE t.id = ANY($1)"
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(&dependents)
+            .execute(&mut *conn)
+            .await
+            .map_err(map)?;
+    }
+    let sql = format!(
+        "UPDATE {q}.tasks t SET has_dependents = true WHERE t.id = ANY($1) \
+         AND NOT t.has_dependents AND EXISTS (SELECT 1 FROM {q}.task_deps e WHERE e.dep_id = t.id)"
+    );
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(inserted)
+        .execute(&mut *conn)
+        .await
+        .map_err(map)?;
+    Ok(())
 }

@@ -2,6 +2,9 @@
 
 use offload_store::TaskFilter;
 use sqlx::{Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use crate::codec::uuid;
 
 /// Appends ` WHERE …` for `f` (always a `WHERE`, so callers add `AND …`).
 pub(crate) fn push_where(qb: &mut QueryBuilder<Postgres>, f: &TaskFilter) {
@@ -28,5 +31,12 @@ pub(crate) fn push_where(qb: &mut QueryBuilder<Postgres>, f: &TaskFilter) {
     }
     if let Some(before) = f.created_before {
         qb.push(" AND created_at < ").push_bind(before);
+    }
+    if !f.ids.is_empty() {
+        let ids: Vec<Uuid> = f.ids.iter().map(|id| uuid(*id)).collect();
+        qb.push(" AND id = ANY(").push_bind(ids).push(")");
+    }
+    if let Some(group) = f.group {
+        qb.push(" AND group_id = ").push_bind(uuid(group));
     }
 }

@@ -3,6 +3,11 @@
 //! batch size: batches bind one array per column and `unnest` them, and
 //! the `pg_notify` that wakes other processes rides in the same statement,
 //! so it is delivered exactly when the change commits.
+//!
+//! Dependencies, groups and unique keys stay off this path: a batch insert
+//! using them goes to [`crate::flow`], and a finish that ends a task with
+//! dependents is refused by the one statement and redone in a transaction
+//! that settles them ([`finish`]), so tasks without them pay nothing.
 
 use sqlx::AssertSqlSafe;
 use std::collections::{HashMap, HashSet};
@@ -14,13 +19,14 @@ use offload_store::{
     StoreResult, TaskClaimParams, TaskFinishParams, TaskHeartbeatParams, TaskProgressParams,
     TaskRescueParams,
 };
-use offload_types::{AttemptOutcome, NewTask, Status, Task, TaskId, ValidationError};
+use offload_types::{AttemptOutcome, Enqueued, NewTask, Status, Task, TaskId, ValidationError};
 use serde_json::Value;
 use sqlx::{Executor, PgConnection, Postgres, Row};
 use uuid::Uuid;
 
 use crate::PgStore;
 use crate::codec::{self, NewRows, after, json, task_columns, uuid};
+use crate::deps::Settled;
 use crate::error::{map, sqlstate};
 use crate::events::{NewEvent, finish_event, rescue_event};
 use crate::notify::{Payload, Plan};
@@ -111,7 +117,16 @@ fn claim_sql(q: &str, named: bool) -> String {
 /// one `task_attempts` row per attempt, and the event of each accepted
 /// item that has one (kind `$13`, data `$14`; NULL kind: none), in one
 /// statement, with the notification `$12` (when not NULL). Returns the
-/// accepted tasks with their new status.
+/// accepted tasks with their new status and whether they have dependents.
+///
+/// With `$15` false (the hot path, one statement on its own) a task with
+/// dependents is not ended with a terminal status: its dependents must be
+/// settled in the same commit, so such items are refused here and ended
+/// again with `$15` true inside a transaction that settles them (see
+/// [`finish`]). The row lock the `UPDATE` takes decides: an insert adding
+/// an edge either committed `has_dependents` before (the re-checked row
+/// shows it, the item goes the slow way) or waits for this commit and
+/// then sees the task ended (see [`crate::deps`]).
 fn finish_sql(q: &str) -> String {
     format!(
         "WITH u AS (SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], \
@@ -125,9 +140,10 @@ fn finish_sql(q: &str) -> String {
          finished_at = CASE WHEN u.status IN ('success', 'failed', 'aborted') THEN $10 END, \
          lease_token = NULL, lease_expires_at = NULL, updated_at = $10, history = t.history + 1 \
          FROM u WHERE t.id = u.id AND t.lease_token = u.token AND t.status = 'running' \
+         AND ($15 OR NOT t.has_dependents OR u.status NOT IN ('success', 'failed', 'aborted')) \
          RETURNING t.id, t.queue, t.status, t.history - 1 AS seq, t.attempt + u.uncount AS attempt, \
          t.worker_id, t.started_at, u.outcome, CASE WHEN u.set_error THEN u.error END AS error, \
-         t.name, t.attempt AS now_attempt, u.ev_kind, u.ev_data, t.webhook), \
+         t.name, t.attempt AS now_attempt, u.ev_kind, u.ev_data, t.webhook, t.has_dependents), \
          hist AS (INSERT INTO {q}.task_attempts \
          (task_id, seq, attempt, worker_id, started_at, finished_at, outcome, error) \
          SELECT id, seq, attempt, coalesce(worker_id, ''), coalesce(started_at, $10), $10, \
@@ -138,8 +154,8 @@ fn finish_sql(q: &str) -> String {
          AND ev_kind IN ('task.succeeded', 'task.failed', 'task.aborted') \
          THEN ev_data || jsonb_build_object('webhook', webhook) ELSE ev_data END FROM ended \
          WHERE ev_kind IS NOT NULL) \
-         SELECT e.id, e.status, (SELECT pg_notify($11, $12) WHERE $12 IS NOT NULL) IS NULL \
-         FROM ended e"
+         SELECT e.id, e.status, (SELECT pg_notify($11, $12) WHERE $12 IS NOT NULL) IS NULL, \
+         e.has_dependents FROM ended e"
     )
 }
 
@@ -155,33 +171,15 @@ pub(crate) async fn insert(
     tasks: &[NewTask],
     now: DateTime<Utc>,
     local: bool,
-) -> StoreResult<Vec<TaskId>> {
+) -> StoreResult<Vec<Enqueued>> {
     if tasks.is_empty() {
         return Ok(Vec::new());
     }
-    let many = tasks.len() > 1;
-    let mut rows = NewRows::default();
-    for (i, task) in tasks.iter().enumerate() {
-        rows.push(task, now).map_err(|e| match e {
-            StoreError::Invalid(v) if many => StoreError::Invalid(ValidationError::new(
-                v.field,
-                format!(
-                    "{} (task {i} of the batch; nothing was inserted)",
-                    v.message
-                ),
-            )),
-            other => other,
-        })?;
+    if tasks.iter().any(crate::flow::needs_flow) {
+        return crate::flow::insert(store, conn, tasks, now, local).await;
     }
+    let rows = batch_rows(tasks, now)?;
     let ids: Vec<TaskId> = tasks.iter().map(|t| t.id).collect();
-    if many {
-        let mut seen = HashSet::with_capacity(ids.len());
-        if let Some(dup) = ids.iter().find(|id| !seen.insert(**id)) {
-            return Err(StoreError::Conflict(format!(
-                "task id {dup} appears twice in the batch; nothing was inserted"
-            )));
-        }
-    }
     let mut payload = Payload::default();
     for queue in &rows.queues {
         payload.available(queue);
@@ -241,12 +239,45 @@ pub(crate) async fn insert(
                 }),
         );
     }
-    Ok(ids)
+    Ok(ids.into_iter().map(Enqueued::created).collect())
+}
+
+/// A batch's column arrays: every task validated (an error names the
+/// task's place in a batch of several), and no id twice.
+pub(crate) fn batch_rows(tasks: &[NewTask], now: DateTime<Utc>) -> StoreResult<NewRows> {
+    let many = tasks.len() > 1;
+    let mut rows = NewRows::default();
+    for (i, task) in tasks.iter().enumerate() {
+        rows.push(task, now).map_err(|e| in_batch(e, i, many))?;
+    }
+    if many {
+        let mut seen = HashSet::with_capacity(tasks.len());
+        if let Some(dup) = tasks.iter().map(|t| t.id).find(|id| !seen.insert(*id)) {
+            return Err(StoreError::Conflict(format!(
+                "task id {dup} appears twice in the batch; nothing was inserted"
+            )));
+        }
+    }
+    Ok(rows)
+}
+
+/// An `Invalid` error of task `i` of a batch of several, naming it.
+pub(crate) fn in_batch(e: StoreError, i: usize, many: bool) -> StoreError {
+    match e {
+        StoreError::Invalid(v) if many => StoreError::Invalid(ValidationError::new(
+            v.field,
+            format!(
+                "{} (task {i} of the batch; nothing was inserted)",
+                v.message
+            ),
+        )),
+        other => other,
+    }
 }
 
 /// Maps an insert's error: an existing id is a conflict naming it, text
 /// PostgreSQL cannot store is invalid input.
-fn insert_error(e: sqlx::Error) -> StoreError {
+pub(crate) fn insert_error(e: sqlx::Error) -> StoreError {
     match sqlstate(&e).as_deref() {
         Some("23505") => {
             let detail = match &e {
@@ -360,6 +391,7 @@ pub(crate) async fn explain_hot(store: &PgStore) -> StoreResult<Vec<(&'static st
         .bind("explain")
         .bind(vec![Some("task.succeeded"), None])
         .bind(vec![Some(Value::Object(Default::default())), None])
+        .bind(false)
         .fetch_all(&mut *conn)
         .await
         .map_err(map)?;
@@ -527,15 +559,20 @@ impl Ends {
     }
 }
 
-/// Runs the finish statement on `conn`; per accepted task its queue (when
-/// it waits again) and new status.
+/// An accepted end: the task's new status and whether it has dependents.
+type Accepted = HashMap<Uuid, (Status, bool)>;
+
+/// Runs the finish statement on `conn` (`settle`: also end tasks with
+/// dependents, see [`finish_sql`]); per accepted task its new status and
+/// whether it has dependents.
 async fn end_attempts<'e, E>(
     store: &PgStore,
     conn: E,
     ends: &Ends,
     now: DateTime<Utc>,
     note: Option<String>,
-) -> StoreResult<HashMap<Uuid, Status>>
+    settle: bool,
+) -> StoreResult<Accepted>
 where
     E: Executor<'e, Database = Postgres>,
 {
@@ -554,6 +591,7 @@ where
         .bind(note)
         .bind(&ends.event_kinds)
         .bind(&ends.event_data)
+        .bind(settle)
         .fetch_all(conn)
         .await
         .map_err(map)?;
@@ -561,9 +599,40 @@ where
         .map(|r| {
             let id: Uuid = r.try_get(0).map_err(map)?;
             let status: String = r.try_get(1).map_err(map)?;
-            Ok((id, codec::status(&status)?))
+            let has_dependents: bool = r.try_get(3).map_err(map)?;
+            Ok((id, (codec::status(&status)?, has_dependents)))
         })
         .collect()
+}
+
+/// Ends attempts inside the transaction `conn` and settles the dependents
+/// of the tasks that reached a terminal status and have some, in the same
+/// transaction (whose later statements see every edge committed before the
+/// finish locked its rows, see [`crate::deps`]). `payload` (plus what
+/// settling changed) is sent with `pg_notify` before the caller commits.
+async fn end_and_settle(
+    store: &PgStore,
+    conn: &mut PgConnection,
+    ends: &Ends,
+    now: DateTime<Utc>,
+    mut payload: Payload,
+) -> StoreResult<(Accepted, Settled)> {
+    let accepted = end_attempts(store, &mut *conn, ends, now, None, true).await?;
+    let ended: Vec<(Uuid, Option<Status>)> = accepted
+        .iter()
+        .filter(|(_, (s, deps))| *deps && s.is_terminal())
+        .map(|(id, (s, _))| (*id, Some(*s)))
+        .collect();
+    let settled = if ended.is_empty() {
+        Settled::default()
+    } else {
+        crate::deps::settle(store, conn, ended, now).await?
+    };
+    if !accepted.is_empty() {
+        settled.add_to(&mut payload);
+        crate::manage::send(store, conn, &payload).await?;
+    }
+    Ok((accepted, settled))
 }
 
 /// Local notifications for ended attempts: the tasks changed, and the
@@ -602,6 +671,15 @@ fn ends_payload(items: &[offload_store::TaskFinish]) -> Payload {
 }
 
 /// Records finished attempts; stale leases are refused per item.
+///
+/// The hot path is the one finish statement of [`finish_sql`], committing
+/// on its own. It refuses to end a task that has dependents with a
+/// terminal status (as it refuses a stale lease); every refused item is
+/// tried once more in a transaction that ends it and settles its
+/// dependents in the same commit ([`end_and_settle`]). So a batch of
+/// tasks without dependents costs exactly what it did, and only tasks
+/// with dependents (or stale leases, which are refused again) pay for a
+/// transaction.
 pub(crate) async fn finish(
     store: &PgStore,
     p: &TaskFinishParams,
@@ -611,6 +689,7 @@ pub(crate) async fn finish(
     }
     let mut ends = Ends::default();
     let mut seen = HashSet::with_capacity(p.items.len());
+    let mut first = Vec::with_capacity(p.items.len());
     for item in &p.items {
         let end = End::of(&item.outcome, p.now)?;
         if !Status::Running.can_become(end.status) {
@@ -623,6 +702,7 @@ pub(crate) async fn finish(
         // A task twice in one batch: the first item counts, the second
         // finds the lease gone, as if sent in a later call.
         if seen.insert(item.lease.id) {
+            first.push(item);
             ends.push(item.lease.id, item.lease.lease_token.0, end);
         }
     }
@@ -633,17 +713,46 @@ pub(crate) async fn finish(
         &ends,
         p.now,
         store.plan_text(&plan),
+        false,
     )
     .await;
     drop(flight);
-    let accepted = store.after_hot_write(plan, accepted, |a| !a.is_empty())?;
+    let mut accepted = store.after_hot_write(plan, accepted, |a| !a.is_empty())?;
+    let mut settled = Settled::default();
+    let again: Vec<&&offload_store::TaskFinish> = first
+        .iter()
+        .filter(|i| !accepted.contains_key(&uuid(i.lease.id)))
+        .collect();
+    if !again.is_empty() {
+        let mut slow = Ends::default();
+        for item in &again {
+            slow.push(
+                item.lease.id,
+                item.lease.lease_token.0,
+                End::of(&item.outcome, p.now)?,
+            );
+        }
+        let items: Vec<offload_store::TaskFinish> = again.iter().map(|i| (**i).clone()).collect();
+        let mut tx = store.inner.pool.begin().await.map_err(map)?;
+        let (more, s) = end_and_settle(store, &mut tx, &slow, p.now, ends_payload(&items)).await?;
+        if more.is_empty() {
+            // Only stale leases: nothing was written.
+            if let Err(e) = tx.rollback().await {
+                tracing::debug!(error = %e, "rolling back an empty finish failed");
+            }
+        } else {
+            tx.commit().await.map_err(map)?;
+        }
+        accepted.extend(more);
+        settled = s;
+    }
     let mut out = Vec::with_capacity(p.items.len());
     let mut counted = HashSet::new();
     let mut refused = Vec::new();
     for item in &p.items {
         let key = uuid(item.lease.id);
         match accepted.get(&key) {
-            Some(status) if counted.insert(key) => out.push(FinishResult {
+            Some((status, _)) if counted.insert(key) => out.push(FinishResult {
                 id: item.lease.id,
                 accepted: true,
                 status: Some(*status),
@@ -673,9 +782,12 @@ pub(crate) async fn finish(
     if !accepted.is_empty() {
         let acc: Vec<(TaskId, Status)> = accepted
             .iter()
-            .map(|(id, s)| (TaskId::from_bytes(*id.as_bytes()), *s))
+            .map(|(id, (s, _))| (TaskId::from_bytes(*id.as_bytes()), *s))
             .collect();
         notify_ended(store, &acc).await;
+    }
+    if !settled.is_empty() {
+        store.local(settled.notes());
     }
     Ok(out)
 }
@@ -817,13 +929,16 @@ pub(crate) async fn rescue(store: &PgStore, p: &TaskRescueParams) -> StoreResult
         .map(|id| TaskId::from_bytes(*id.as_bytes()))
         .collect();
     note.changed(&rescued_ids).available_somewhere();
-    let accepted = end_attempts(store, &mut *tx, &ends, p.now, Some(store.payload(&note))).await?;
+    let (accepted, settled) = end_and_settle(store, &mut tx, &ends, p.now, note).await?;
     tx.commit().await.map_err(map)?;
+    if !settled.is_empty() {
+        store.local(settled.notes());
+    }
     let rescued: Vec<RescuedTask> = ends
         .ids
         .iter()
         .filter_map(|id| {
-            accepted.get(id).map(|s| RescuedTask {
+            accepted.get(id).map(|(s, _)| RescuedTask {
                 id: TaskId::from_bytes(*id.as_bytes()),
                 status: *s,
             })

@@ -10,22 +10,25 @@
 //! - the upsert wrote the row: this request inserts its tasks through the
 //!   very [`crate::hot::insert`] of `insert_in` (same checks, same
 //!   notification, riding in the transaction), then commits the key and
-//!   the tasks together; a failing insert rolls the key back too;
+//!   the tasks together; a failing insert rolls the key back too. When
+//!   unique keys made the insert answer with other tasks or outcomes than
+//!   "created", the key row stores those (ids and `outcomes`) instead;
 //! - it did not: a live key holds the row, which this request now has
 //!   locked, so reading it (a new statement sees the committed winner)
-//!   gives a stable answer: the same fingerprint replays its ids, another
-//!   is a conflict. Nothing is written.
+//!   gives a stable answer: the same fingerprint replays its ids and
+//!   outcomes (a row without `outcomes`, written before they were stored,
+//!   replays `created`), another is a conflict. Nothing is written.
 
 use offload_store::{
     IdempotencyKey, IdempotentInsert, PurgeBeforeParams, StoreError, StoreResult, TaskInsertParams,
 };
-use offload_types::TaskId;
+use offload_types::{EnqueueOutcome, Enqueued, TaskId};
 use sqlx::{AssertSqlSafe, Row};
 use uuid::Uuid;
 
 use crate::PgStore;
-use crate::codec::uuid;
-use crate::error::map;
+use crate::codec::{json, uuid};
+use crate::error::{corrupt, map};
 
 /// `task_insert_idempotent`.
 pub(crate) async fn insert(
@@ -57,15 +60,36 @@ pub(crate) async fn insert(
         .is_some();
     if taken {
         let inserted = crate::hot::insert(store, &mut tx, &params.tasks, params.now, false).await?;
+        // Unique keys may answer with other tasks or other outcomes: the
+        // key then stores what the insert returned, to replay it.
+        let plain = inserted
+            .iter()
+            .zip(&params.tasks)
+            .all(|(e, t)| *e == Enqueued::created(t.id));
+        if !plain {
+            let ids: Vec<Uuid> = inserted.iter().map(|e| uuid(e.id)).collect();
+            let outcomes: Vec<&'static str> = inserted.iter().map(|e| e.outcome.as_str()).collect();
+            let sql = format!(
+                "UPDATE {q}.idempotency_keys SET task_ids = $2, outcomes = $3 WHERE key = $1"
+            );
+            sqlx::query(AssertSqlSafe(sql))
+                .bind(&key.key)
+                .bind(&ids)
+                .bind(json(&outcomes)?)
+                .execute(&mut *tx)
+                .await
+                .map_err(map)?;
+        }
         tx.commit().await.map_err(map)?;
         return Ok(IdempotentInsert {
-            ids: inserted,
+            tasks: inserted,
             replayed: false,
         });
     }
     // A live key: the upsert locked its row, so this read is the answer.
     let read = format!(
-        "SELECT fingerprint, task_ids, expires_at FROM {q}.idempotency_keys WHERE key = $1"
+        "SELECT fingerprint, task_ids, expires_at, outcomes FROM {q}.idempotency_keys \
+         WHERE key = $1"
     );
     let row = sqlx::query(AssertSqlSafe(read))
         .bind(&key.key)
@@ -94,11 +118,39 @@ pub(crate) async fn insert(
             expires_at.to_rfc3339()
         )));
     }
-    Ok(IdempotentInsert {
-        ids: stored
+    let outcomes: Option<Vec<EnqueueOutcome>> = row
+        .try_get::<Option<serde_json::Value>, _>(3)
+        .map_err(map)?
+        .map(|v| {
+            serde_json::from_value(v)
+                .map_err(|e| corrupt(format!("idempotency key {:?} outcomes: {e}", key.key)))
+        })
+        .transpose()?;
+    let tasks = match outcomes {
+        // Rows written before outcomes were stored: every task was created.
+        None => stored
             .into_iter()
-            .map(|u| TaskId::from_bytes(u.into_bytes()))
+            .map(|u| Enqueued::created(TaskId(u)))
             .collect(),
+        Some(outcomes) if outcomes.len() == stored.len() => stored
+            .into_iter()
+            .zip(outcomes)
+            .map(|(u, outcome)| Enqueued {
+                id: TaskId(u),
+                outcome,
+            })
+            .collect(),
+        Some(outcomes) => {
+            return Err(corrupt(format!(
+                "idempotency key {:?} holds {} task ids and {} outcomes",
+                key.key,
+                stored.len(),
+                outcomes.len()
+            )));
+        }
+    };
+    Ok(IdempotentInsert {
+        tasks,
         replayed: true,
     })
 }

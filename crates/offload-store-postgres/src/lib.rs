@@ -16,6 +16,15 @@
 //!   (`?schema=NAME`, default `offload`).
 //! - [`PgStore::insert_in`] enqueues inside the application's own
 //!   transaction: the task exists if and only if that transaction commits.
+//! - Dependencies between tasks are edge rows with a counter of unmet
+//!   edges per task; only tasks flagged as having dependents make a
+//!   finish do more than its one statement, and row locks on the
+//!   dependency close the race between a new edge and the dependency's
+//!   end. Unique keys are serialised with transaction-scoped advisory
+//!   locks.
+//! - Cron schedules fire each tick once however many schedulers run: a
+//!   compare-and-set on the stored next tick and the insert of the tick's
+//!   task commit together.
 //!
 //! ```no_run
 //! use offload_store::Store;
@@ -30,17 +39,21 @@
 mod access;
 mod codec;
 mod copy;
+mod deps;
 mod error;
 mod events;
 mod filter;
+mod flow;
 mod hot;
 mod idempotency;
 mod leader;
 mod manage;
 mod notify;
 mod options;
+mod schedules;
 mod schema;
 mod store;
+mod unique;
 mod webhooks;
 
 pub use options::{DEFAULT_SCHEMA, MAX_SCHEMA_LEN, PgOptions, check_schema, redact};

@@ -3,7 +3,7 @@
 //! change locks its row (`FOR UPDATE`), checks the lifecycle, writes, and
 //! sends its notification inside the same transaction.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use offload_store::{
     Notification, StoreError, StoreResult, TaskAbortParams, TaskCount, TaskCountParams,
     TaskDeleteParams, TaskListParams, TaskNextRunAtParams, TaskPage, TaskPurgeParams,
@@ -158,16 +158,17 @@ pub(crate) async fn next_run_at(
 
 // ---------------------------------------------------------------- changes
 
-/// A locked task's status, attempt and queue.
+/// A locked task's status, attempt, queue and whether it has dependents.
 struct Locked {
     status: Status,
     attempt: i32,
     queue: String,
+    has_dependents: bool,
 }
 
 async fn lock(store: &PgStore, conn: &mut PgConnection, id: TaskId) -> StoreResult<Locked> {
     let sql = format!(
-        "SELECT status, attempt, queue FROM {}.tasks WHERE id = $1 FOR UPDATE",
+        "SELECT status, attempt, queue, has_dependents FROM {}.tasks WHERE id = $1 FOR UPDATE",
         store.q()
     );
     let row = sqlx::query(AssertSqlSafe(sql))
@@ -181,6 +182,7 @@ async fn lock(store: &PgStore, conn: &mut PgConnection, id: TaskId) -> StoreResu
         status: codec::status(&status)?,
         attempt: row.try_get(1).map_err(map)?,
         queue: row.try_get(2).map_err(map)?,
+        has_dependents: row.try_get(3).map_err(map)?,
     })
 }
 
@@ -192,7 +194,9 @@ fn check(id: TaskId, from: Status, to: Status) -> StoreResult<()> {
     }
 }
 
-async fn send(store: &PgStore, conn: &mut PgConnection, p: &Payload) -> StoreResult<()> {
+/// Sends `p` with `pg_notify` inside the transaction of `conn` (nothing
+/// when empty).
+pub(crate) async fn send(store: &PgStore, conn: &mut PgConnection, p: &Payload) -> StoreResult<()> {
     if p.is_empty() {
         return Ok(());
     }
@@ -258,10 +262,22 @@ pub(crate) async fn abort(store: &PgStore, p: &TaskAbortParams) -> StoreResult<T
              FROM aborted) \
              SELECT * FROM aborted"
         );
-        returning(&mut tx, &sql, |qy| {
+        let task = returning(&mut tx, &sql, |qy| {
             qy.bind(uuid(p.id)).bind(record).bind(p.now).bind(data)
         })
-        .await?
+        .await?;
+        if cur.has_dependents {
+            let settled = crate::deps::settle(
+                store,
+                &mut tx,
+                vec![(uuid(p.id), Some(Status::Aborted))],
+                p.now,
+            )
+            .await?;
+            settled.add_to(&mut payload);
+            notes.extend(settled.notes());
+        }
+        task
     };
     payload.changed(&[p.id]);
     send(store, &mut tx, &payload).await?;
@@ -281,27 +297,47 @@ pub(crate) async fn retry(store: &PgStore, p: &TaskRetryParams) -> StoreResult<T
             to: Status::Pending,
         });
     }
-    check(p.id, cur.status, Status::Pending)?;
+    // Its edges again: blocked while some are unmet (a Conflict while a
+    // `success` dependency failed or was aborted).
+    let waiting = crate::deps::unmet_edges(store, &mut tx, p.id).await?;
+    let status = if waiting > 0 {
+        Status::Blocked
+    } else {
+        Status::Pending
+    };
+    check(p.id, cur.status, status)?;
+    if cur.has_dependents {
+        crate::deps::unmeet_end_edges(store, &mut tx, p.id).await?;
+    }
     let sql = format!(
-        "UPDATE {}.tasks SET status = 'pending', run_at = $2, finished_at = NULL, \
+        "UPDATE {}.tasks SET status = $3, deps_waiting = $4, run_at = $2, finished_at = NULL, \
          abort_requested_at = NULL, max_attempts = greatest(max_attempts, attempt + 1), \
          updated_at = $2 WHERE id = $1 RETURNING {}",
         store.q(),
         task_columns("")
     );
-    let task = returning(&mut tx, &sql, |qy| qy.bind(uuid(p.id)).bind(p.now)).await?;
+    let task = returning(&mut tx, &sql, |qy| {
+        qy.bind(uuid(p.id))
+            .bind(p.now)
+            .bind(status.as_str())
+            .bind(waiting)
+    })
+    .await?;
     let mut payload = Payload::default();
-    payload.available(&cur.queue).changed(&[p.id]);
+    let mut notes = Vec::new();
+    if status == Status::Pending {
+        payload.available(&cur.queue);
+        notes.push(Notification::Available {
+            queue: Some(cur.queue),
+        });
+    }
+    payload.changed(&[p.id]);
+    notes.push(Notification::Changed {
+        ids: Some(vec![p.id]),
+    });
     send(store, &mut tx, &payload).await?;
     tx.commit().await.map_err(map)?;
-    store.local([
-        Notification::Available {
-            queue: Some(cur.queue),
-        },
-        Notification::Changed {
-            ids: Some(vec![p.id]),
-        },
-    ]);
+    store.local(notes);
     Ok(task)
 }
 
@@ -386,6 +422,19 @@ pub(crate) async fn delete(store: &PgStore, p: &TaskDeleteParams) -> StoreResult
         )));
     }
     let q = store.q();
+    let mut payload = Payload::default();
+    let mut notes = Vec::new();
+    // A waiting task with dependents: they settle as if it had ended
+    // without succeeding (`dependency_record(id, None, …)`).
+    if cur.has_dependents && cur.status.is_waiting() {
+        // Stamped in whole microseconds, as every stored time is, so the
+        // error record's `at` equals the dependents' `finished_at`.
+        let now = p.now.trunc_subsecs(6);
+        let settled = crate::deps::settle(store, &mut tx, vec![(uuid(p.id), None)], now).await?;
+        settled.add_to(&mut payload);
+        notes.extend(settled.notes());
+    }
+    crate::deps::forget_edges(store, &mut tx, &[uuid(p.id)]).await?;
     let sql = format!(
         "WITH h AS (DELETE FROM {q}.task_attempts WHERE task_id = $1) \
          DELETE FROM {q}.tasks WHERE id = $1"
@@ -395,13 +444,16 @@ pub(crate) async fn delete(store: &PgStore, p: &TaskDeleteParams) -> StoreResult
         .execute(&mut *tx)
         .await
         .map_err(map)?;
-    let mut payload = Payload::default();
     payload.changed(&[p.id]);
     send(store, &mut tx, &payload).await?;
     tx.commit().await.map_err(map)?;
-    store.local([Notification::Changed {
-        ids: Some(vec![p.id]),
-    }]);
+    notes.insert(
+        0,
+        Notification::Changed {
+            ids: Some(vec![p.id]),
+        },
+    );
+    store.local(notes);
     Ok(())
 }
 
@@ -476,6 +528,8 @@ pub(crate) async fn purge(store: &PgStore, p: &TaskPurgeParams) -> StoreResult<u
             .collect::<StoreResult<Vec<TaskId>>>()?;
         let mut payload = Payload::default();
         if !ids.is_empty() {
+            let gone: Vec<uuid::Uuid> = ids.iter().map(|id| uuid(*id)).collect();
+            crate::deps::forget_edges(store, &mut tx, &gone).await?;
             payload.changed(&ids);
         }
         send(store, &mut tx, &payload).await?;

@@ -16,10 +16,16 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "events_access",
         include_str!("../migrations/0002_events_access.sql"),
     ),
+    (3, "flow", include_str!("../migrations/0003_flow.sql")),
+    (
+        4,
+        "schedules",
+        include_str!("../migrations/0004_schedules.sql"),
+    ),
 ];
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// The advisory-lock key of migrations in `schema` (two 32-bit halves).
 fn migrate_lock_sql(schema: &str) -> String {

@@ -16,7 +16,7 @@ use offload_store::{
     TaskListParams, TaskNextRunAtParams, TaskPage, TaskProgressParams, TaskPurgeParams, TaskRecord,
     TaskRescueParams, TaskRetryParams, TaskUpdateParams,
 };
-use offload_types::{Attempt, NewTask, Task, TaskId};
+use offload_types::{Attempt, Enqueued, NewTask, Task, TaskId};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
 
@@ -159,6 +159,15 @@ impl PgStore {
     /// duplicate ids fail as in [`Store::task_insert_many`], and then the
     /// transaction is aborted, as any failed statement aborts it.
     ///
+    /// Tasks with dependencies, a group or a unique key are inserted as
+    /// in [`Store::task_insert_many`], inside a savepoint of the
+    /// application's transaction (a refused batch leaves nothing behind);
+    /// the unique key's advisory lock, and the row locks of stored
+    /// dependencies (which keep their finish waiting), are held until
+    /// that transaction ends. `conn` must be a plain connection or a transaction begun
+    /// through `sqlx` (which tracks its depth), not one opened with a raw
+    /// `BEGIN`.
+    ///
     /// ```no_run
     /// use offload_store_postgres::{PgStore, sqlx};
     /// use offload_types::NewTask;
@@ -175,7 +184,7 @@ impl PgStore {
         conn: &mut PgConnection,
         tasks: &[NewTask],
         now: DateTime<Utc>,
-    ) -> StoreResult<Vec<TaskId>> {
+    ) -> StoreResult<Vec<Enqueued>> {
         crate::hot::insert(self, &mut *conn, tasks, now, false).await
     }
 
@@ -347,7 +356,7 @@ impl Store for PgStore {
         crate::copy::import(self, params).await
     }
 
-    async fn task_insert_many(&self, params: &TaskInsertParams) -> StoreResult<Vec<TaskId>> {
+    async fn task_insert_many(&self, params: &TaskInsertParams) -> StoreResult<Vec<Enqueued>> {
         let mut conn = self.inner.pool.acquire().await.map_err(map)?;
         crate::hot::insert(self, &mut conn, &params.tasks, params.now, true).await
     }
@@ -379,6 +388,53 @@ impl Store for PgStore {
         params: &TaskRescueParams,
     ) -> StoreResult<Vec<RescuedTask>> {
         crate::hot::rescue(self, params).await
+    }
+
+    async fn task_resolve_blocked(
+        &self,
+        params: &offload_store::TaskResolveParams,
+    ) -> StoreResult<u64> {
+        crate::deps::resolve_blocked(self, params.limit, params.now).await
+    }
+
+    async fn schedule_put(
+        &self,
+        params: &offload_store::SchedulePutParams,
+    ) -> StoreResult<offload_store::ScheduleRecord> {
+        crate::schedules::put(self, params).await
+    }
+
+    async fn schedule_get(&self, name: &str) -> StoreResult<Option<offload_store::ScheduleRecord>> {
+        crate::schedules::get(self, name).await
+    }
+
+    async fn schedule_list(&self) -> StoreResult<Vec<offload_store::ScheduleRecord>> {
+        crate::schedules::list(self).await
+    }
+
+    async fn schedule_pause(
+        &self,
+        params: &offload_store::SchedulePauseParams,
+    ) -> StoreResult<Option<offload_store::ScheduleRecord>> {
+        crate::schedules::pause(self, params).await
+    }
+
+    async fn schedule_delete(&self, name: &str) -> StoreResult<bool> {
+        crate::schedules::delete(self, name).await
+    }
+
+    async fn schedule_due(
+        &self,
+        params: &offload_store::ScheduleDueParams,
+    ) -> StoreResult<Vec<offload_store::ScheduleRecord>> {
+        crate::schedules::due(self, params).await
+    }
+
+    async fn schedule_fire(
+        &self,
+        params: &offload_store::ScheduleFireParams,
+    ) -> StoreResult<offload_store::ScheduleFired> {
+        crate::schedules::fire(self, params).await
     }
 
     async fn task_retry(&self, params: &TaskRetryParams) -> StoreResult<Task> {

@@ -119,7 +119,7 @@ async fn insert_in_a_transaction_exists_only_if_it_commits() {
         .insert_in(&mut tx, std::slice::from_ref(&rolled_back), Utc::now())
         .await
         .unwrap();
-    assert_eq!(ids, vec![rolled_back.id]);
+    assert_eq!(ids, vec![offload_types::Enqueued::created(rolled_back.id)]);
     tx.rollback().await.unwrap();
     assert!(store.task_get(rolled_back.id).await.unwrap().is_none());
 
@@ -178,7 +178,8 @@ async fn changes_in_one_process_wake_another() {
             now: Utc::now(),
         })
         .await
-        .unwrap()[0];
+        .unwrap()[0]
+        .id;
     assert!(
         wait_for(&mut rx, 5, |n| *n
             == Notification::Available {
@@ -402,7 +403,8 @@ async fn events_of_a_transaction_that_commits_late_are_not_skipped() {
             now: Utc::now(),
         })
         .await
-        .unwrap()[0];
+        .unwrap()[0]
+        .id;
     let committed: i64 = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT count(*) FROM {q}.events WHERE name = 'early'"
     )))

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use offload_store::{StoreError, TaskRecord};
 use offload_types::{
     Attempt, AttemptOutcome, DEFAULT_MAX_ATTEMPTS, DEFAULT_PRIORITY, DEFAULT_QUEUE, LeaseToken,
-    NewTask, Status, Task, TaskId, TaskOptions, ValidationError,
+    NewTask, Status, Task, TaskId, TaskOptions, UniquePolicy, ValidationError,
 };
 use rusqlite::Row;
 use uuid::Uuid;
@@ -23,7 +23,7 @@ use crate::error::corrupt;
 pub(crate) const TASK_COLUMNS: &str = "id, name, queue, input, status, output, error, progress, \
      priority, attempt, max_attempts, run_at, timeout_ms, retry, tags, metadata, \
      abort_requested_at, worker_id, lease_token, lease_expires_at, created_at, started_at, \
-     finished_at, updated_at, rid, webhook";
+     finished_at, updated_at, rid, webhook, unique_key, depends_on, \"after\", group_id";
 
 /// What a claim reads of each task it takes, in the order
 /// [`RawClaimed::from_row`] reads them: what the row holds that the claim
@@ -31,7 +31,7 @@ pub(crate) const TASK_COLUMNS: &str = "id, name, queue, input, status, output, e
 /// lease token, drawn afterwards, is a placeholder).
 pub(crate) const CLAIM_COLUMNS: &str = "rid, 0, id, name, input, output, error, priority, \
      attempt + 1, max_attempts, run_at, timeout_ms, retry, tags, metadata, abort_requested_at, \
-     created_at, webhook";
+     created_at, webhook, unique_key, depends_on, \"after\", group_id";
 
 /// A lease as the store keeps it: the public [`LeaseToken`] is the task
 /// row's `rid` (8 bytes, big-endian) followed by the attempt's random
@@ -144,6 +144,48 @@ pub(crate) struct RawTask {
     updated_at: i64,
     rid: i64,
     webhook: Option<String>,
+    flow: RawFlow,
+}
+
+/// The dependency, group and unique-key columns of a row, as stored
+/// (NULL for most tasks).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RawFlow {
+    unique_key: Option<String>,
+    depends_on: Option<String>,
+    after: Option<String>,
+    group_id: Option<[u8; 16]>,
+}
+
+impl RawFlow {
+    /// Reads the four columns from `first` on (`unique_key, depends_on,
+    /// "after", group_id`).
+    fn from_row(row: &Row<'_>, first: usize) -> rusqlite::Result<Self> {
+        Ok(Self {
+            unique_key: row.get(first)?,
+            depends_on: row.get(first + 1)?,
+            after: row.get(first + 2)?,
+            group_id: row.get(first + 3)?,
+        })
+    }
+
+    /// Fills the task's fields.
+    fn apply(self, task: &mut Task) -> Result<(), StoreError> {
+        task.unique_key = self.unique_key;
+        task.depends_on = opt_json("depends_on", self.depends_on.as_deref())?.unwrap_or_default();
+        task.after = opt_json("after", self.after.as_deref())?.unwrap_or_default();
+        task.group_id = self.group_id.map(TaskId::from_bytes);
+        Ok(())
+    }
+}
+
+/// A list of ids as stored: a JSON array of id strings, `None` when empty.
+pub(crate) fn id_list(ids: &[TaskId]) -> Result<Option<String>, StoreError> {
+    if ids.is_empty() {
+        Ok(None)
+    } else {
+        json(ids).map(Some)
+    }
 }
 
 impl RawTask {
@@ -176,6 +218,7 @@ impl RawTask {
             updated_at: row.get(23)?,
             rid: row.get(24)?,
             webhook: row.get(25)?,
+            flow: RawFlow::from_row(row, 26)?,
         })
     }
 
@@ -195,7 +238,7 @@ impl RawTask {
         // The column keeps the last attempt's worker; the task shows who
         // holds the lease, so only while running.
         let worker_id = self.worker_id.filter(|_| status == Status::Running);
-        Ok(Task {
+        let mut task = Task {
             id: TaskId::from_bytes(self.id),
             name: self.name,
             queue: self.queue,
@@ -216,6 +259,10 @@ impl RawTask {
             tags: parse_json("tags", &self.tags)?,
             metadata: parse_json("metadata", &self.metadata)?,
             webhook: self.webhook,
+            depends_on: Vec::new(),
+            after: Vec::new(),
+            group_id: None,
+            unique_key: None,
             abort_requested_at: opt_time(self.abort_requested_at)?,
             worker_id,
             lease_token: self.lease_token.map(|t| lease_token(self.rid, t)),
@@ -224,7 +271,9 @@ impl RawTask {
             started_at: opt_time(self.started_at)?,
             finished_at: opt_time(self.finished_at)?,
             updated_at: time(self.updated_at)?,
-        })
+        };
+        self.flow.apply(&mut task)?;
+        Ok(task)
     }
 }
 
@@ -259,6 +308,7 @@ pub(crate) struct RawClaimed {
     abort_requested_at: Option<i64>,
     created_at: i64,
     webhook: Option<String>,
+    flow: RawFlow,
 }
 
 /// A JSON text column unless it holds `default` (most tasks' tags and
@@ -301,6 +351,7 @@ impl RawClaimed {
             abort_requested_at: row.get(15)?,
             created_at: row.get(16)?,
             webhook: row.get(17)?,
+            flow: RawFlow::from_row(row, 18)?,
         })
     }
 
@@ -323,7 +374,7 @@ impl RawClaimed {
     /// Parses the row into the claimed [`Task`].
     pub(crate) fn into_task(self, set: &ClaimedAs) -> Result<Task, StoreError> {
         let now = time(set.now)?;
-        Ok(Task {
+        let mut task = Task {
             id: TaskId::from_bytes(self.id),
             name: self.name,
             queue: set.queue.clone(),
@@ -345,6 +396,10 @@ impl RawClaimed {
             metadata: opt_json("metadata", self.metadata.as_deref())?
                 .unwrap_or_else(|| serde_json::Value::Object(serde_json::Map::new())),
             webhook: self.webhook,
+            depends_on: Vec::new(),
+            after: Vec::new(),
+            group_id: None,
+            unique_key: None,
             abort_requested_at: opt_time(self.abort_requested_at)?,
             worker_id: Some(set.worker_id.clone()),
             lease_token: Some(lease_token(self.rid, self.lease_token)),
@@ -353,7 +408,9 @@ impl RawClaimed {
             started_at: Some(now),
             finished_at: None,
             updated_at: now,
-        })
+        };
+        self.flow.apply(&mut task)?;
+        Ok(task)
     }
 }
 
@@ -423,9 +480,25 @@ pub(crate) struct NewRow {
     pub(crate) tags: String,
     pub(crate) metadata: String,
     pub(crate) webhook: Option<String>,
+    /// The unique key and its policy (the default, `reject`, when unset).
+    pub(crate) unique: Option<(String, UniquePolicy)>,
+    /// Edges of kind `success`.
+    pub(crate) depends_on: Vec<TaskId>,
+    /// Edges of kind `end`.
+    pub(crate) after: Vec<TaskId>,
+    pub(crate) group_id: Option<[u8; 16]>,
 }
 
 impl NewRow {
+    /// Whether the task needs more than the plain batch insert: a unique
+    /// key, dependencies or a group.
+    pub(crate) fn has_flow(&self) -> bool {
+        self.unique.is_some()
+            || !self.depends_on.is_empty()
+            || !self.after.is_empty()
+            || self.group_id.is_some()
+    }
+
     /// Validates `task` and fills the defaults: queue `default`, priority
     /// 0, `max_attempts` 3, metadata `{}`; `scheduled` when it starts after
     /// `now`, else `pending`.
@@ -457,6 +530,13 @@ impl NewRow {
                 None => "{}".to_owned(),
             },
             webhook: o.webhook.clone(),
+            unique: o
+                .unique_key
+                .clone()
+                .map(|key| (key, o.unique.clone().unwrap_or_default())),
+            depends_on: o.depends_on.clone(),
+            after: task.after.clone(),
+            group_id: task.group_id.map(|g| *g.as_bytes()),
         })
     }
 }
@@ -505,6 +585,10 @@ pub(crate) struct ImportRow {
     pub(crate) finished_at: Option<i64>,
     pub(crate) updated_at: i64,
     pub(crate) webhook: Option<String>,
+    pub(crate) unique_key: Option<String>,
+    pub(crate) depends_on: Vec<TaskId>,
+    pub(crate) after: Vec<TaskId>,
+    pub(crate) group_id: Option<[u8; 16]>,
     pub(crate) ended: Vec<ImportAttempt>,
 }
 
@@ -526,11 +610,15 @@ impl ImportRow {
         options.tags = t.tags.clone();
         options.metadata = Some(t.metadata.clone());
         options.webhook = t.webhook.clone();
+        options.depends_on = t.depends_on.clone();
+        options.unique_key = t.unique_key.clone();
         NewTask {
             id: t.id,
             name: t.name.clone(),
             input: serde_json::Value::Null,
             options,
+            group_id: t.group_id,
+            after: t.after.clone(),
         }
         .validate()?;
         if t.max_attempts == 0 {
@@ -608,6 +696,10 @@ impl ImportRow {
             finished_at: t.finished_at.map(micros),
             updated_at: micros(t.updated_at),
             webhook: t.webhook.clone(),
+            unique_key: t.unique_key.clone(),
+            depends_on: t.depends_on.clone(),
+            after: t.after.clone(),
+            group_id: t.group_id.map(|g| *g.as_bytes()),
             ended,
         })
     }

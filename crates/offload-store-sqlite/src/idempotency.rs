@@ -2,17 +2,20 @@
 //!
 //! An idempotent insert is one writer command: it reads the key, and
 //! either answers from it (replay or conflict, writing nothing) or runs the
-//! very [`write::insert`] of `task_insert_many` and stores the key beside
-//! the tasks. The single writer (and `BEGIN IMMEDIATE` across processes)
+//! very insert of `task_insert_many` ([`write::insert`], or
+//! [`crate::flow::insert`] when a task has a unique key, dependencies or a
+//! group) and stores the key beside the tasks. The single writer (and `BEGIN IMMEDIATE` across processes)
 //! serialises commands, so two requests with one key never both insert.
-//! Keys keep the task ids as one blob of 16-byte ids, in the caller's order.
+//! Keys keep the task ids as one blob of 16-byte ids, in the caller's
+//! order, and what each enqueue did (`outcomes`, a JSON array of outcome
+//! names; NULL when every task was created, as plain batches are).
 
 use chrono::{DateTime, Utc};
 use offload_store::{IdempotencyKey, IdempotentInsert, StoreError, StoreResult, TaskInsertParams};
-use offload_types::{TaskId, ValidationError};
+use offload_types::{EnqueueOutcome, Enqueued, TaskId, ValidationError};
 use rusqlite::OptionalExtension;
 
-use crate::codec::{NewRow, micros};
+use crate::codec::{NewRow, json, micros};
 use crate::error::{corrupt, map};
 use crate::write;
 use crate::writer::WriteCtx;
@@ -69,56 +72,99 @@ impl KeyRow {
 }
 
 /// The writer command of `task_insert_idempotent`: answers from a live key
-/// or inserts `rows` (through [`write::insert`]) and stores the key.
+/// or inserts `rows` (as `task_insert_many` does) and stores the key with
+/// the ids and outcomes of the answer.
 pub(crate) fn insert(
     ctx: &mut WriteCtx<'_>,
     key: &KeyRow,
     rows: &[NewRow],
     now: i64,
 ) -> StoreResult<IdempotentInsert> {
-    let held: Option<(String, Vec<u8>, i64)> = ctx
+    type Held = (String, Vec<u8>, Option<String>, i64);
+    let held: Option<Held> = ctx
         .conn
         .prepare_cached(
-            "SELECT fingerprint, task_ids, expires_at FROM idempotency_keys WHERE key = ?1",
+            "SELECT fingerprint, task_ids, outcomes, expires_at FROM idempotency_keys \
+             WHERE key = ?1",
         )
         .map_err(map)?
-        .query_row([&key.key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_row([&key.key], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
         .optional()
         .map_err(map)?;
-    if let Some((fingerprint, ids, expires_at)) = held
+    if let Some((fingerprint, ids, outcomes, expires_at)) = held
         && expires_at > now
     {
         if fingerprint != key.fingerprint {
             return Err(conflict(&key.key, expires_at));
         }
         return Ok(IdempotentInsert {
-            ids: decode_ids(&ids)?,
+            tasks: decode(&ids, outcomes.as_deref())?,
             replayed: true,
         });
     }
-    write::insert(ctx, rows, now)?;
-    let ids: Vec<u8> = rows.iter().flat_map(|r| r.id).collect();
+    let (tasks, outcomes) = if rows.iter().any(NewRow::has_flow) {
+        let tasks = crate::flow::insert(ctx, rows, now)?;
+        let names: Vec<&str> = tasks.iter().map(|t| t.outcome.as_str()).collect();
+        (tasks, Some(json(&names)?))
+    } else {
+        write::insert(ctx, rows, now)?;
+        let tasks = rows
+            .iter()
+            .map(|r| Enqueued::created(TaskId::from_bytes(r.id)))
+            .collect();
+        (tasks, None)
+    };
+    let ids: Vec<u8> = tasks.iter().flat_map(|t| *t.id.as_bytes()).collect();
     ctx.conn
         .prepare_cached(
-            "INSERT INTO idempotency_keys (key, fingerprint, task_ids, created_at, expires_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5) \
+            "INSERT INTO idempotency_keys (key, fingerprint, task_ids, outcomes, created_at, \
+             expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
              ON CONFLICT (key) DO UPDATE SET fingerprint = excluded.fingerprint, \
-             task_ids = excluded.task_ids, created_at = excluded.created_at, \
-             expires_at = excluded.expires_at",
+             task_ids = excluded.task_ids, outcomes = excluded.outcomes, \
+             created_at = excluded.created_at, expires_at = excluded.expires_at",
         )
         .map_err(map)?
         .execute(rusqlite::params![
             key.key,
             key.fingerprint,
             ids,
+            outcomes,
             now,
             key.expires_at
         ])
         .map_err(map)?;
     Ok(IdempotentInsert {
-        ids: rows.iter().map(|r| TaskId::from_bytes(r.id)).collect(),
+        tasks,
         replayed: false,
     })
+}
+
+/// The stored answer of a key: its ids with their outcomes (all
+/// `created` when none are stored).
+fn decode(ids: &[u8], outcomes: Option<&str>) -> StoreResult<Vec<Enqueued>> {
+    let ids = decode_ids(ids)?;
+    let Some(outcomes) = outcomes else {
+        return Ok(ids.into_iter().map(Enqueued::created).collect());
+    };
+    let outcomes: Vec<EnqueueOutcome> = serde_json::from_str(outcomes).map_err(|e| {
+        corrupt(format!(
+            "column idempotency_keys.outcomes holds bad JSON: {e}"
+        ))
+    })?;
+    if outcomes.len() != ids.len() {
+        return Err(corrupt(format!(
+            "idempotency key holds {} ids but {} outcomes",
+            ids.len(),
+            outcomes.len()
+        )));
+    }
+    Ok(ids
+        .into_iter()
+        .zip(outcomes)
+        .map(|(id, outcome)| Enqueued { id, outcome })
+        .collect())
 }
 
 /// The answer to a live key reused with another request.

@@ -114,6 +114,19 @@ impl Where {
         if let Some(t) = filter.created_before {
             w.push("created_at < ?", Value::Integer(micros(t)));
         }
+        if !filter.ids.is_empty() {
+            let marks = vec!["?"; filter.ids.len()].join(", ");
+            w.clauses.push(format!("id IN ({marks})"));
+            w.params.extend(
+                filter
+                    .ids
+                    .iter()
+                    .map(|id| Value::Blob(id.as_bytes().to_vec())),
+            );
+        }
+        if let Some(group) = filter.group {
+            w.push("group_id = ?", Value::Blob(group.as_bytes().to_vec()));
+        }
         w
     }
 

@@ -28,6 +28,16 @@ const MIGRATIONS: &[Migration] = &[
         name: "events_access",
         sql: include_str!("../migrations/0002_events_access.sql"),
     },
+    Migration {
+        version: 3,
+        name: "flow",
+        sql: include_str!("../migrations/0003_flow.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "schedules",
+        sql: include_str!("../migrations/0004_schedules.sql"),
+    },
 ];
 
 /// The schema version this build writes: the last migration's.

@@ -16,7 +16,7 @@ use offload_store::{
     TaskListParams, TaskNextRunAtParams, TaskPage, TaskProgressParams, TaskPurgeParams, TaskRecord,
     TaskRescueParams, TaskRetryParams, TaskUpdateParams, parse_cursor, purge_in_batches,
 };
-use offload_types::{Attempt, MAX_ATTEMPTS_LIMIT, Task, TaskId, ValidationError};
+use offload_types::{Attempt, Enqueued, MAX_ATTEMPTS_LIMIT, Task, TaskId, ValidationError};
 use rusqlite::types::Value;
 
 use crate::checkpoint::{Checkpointer, FALLBACK_AUTOCHECKPOINT};
@@ -318,7 +318,8 @@ impl Store for SqliteStore {
 
     async fn task_delete(&self, params: &TaskDeleteParams) -> StoreResult<()> {
         let id = params.id;
-        self.write(1, move |ctx| write::delete(ctx, id)).await
+        let now = micros(params.now);
+        self.write(1, move |ctx| write::delete(ctx, id, now)).await
     }
 
     async fn task_finish_many(&self, params: &TaskFinishParams) -> StoreResult<Vec<FinishResult>> {
@@ -376,17 +377,18 @@ impl Store for SqliteStore {
         Ok(lease_states(params.leases.iter().map(|l| l.id), live))
     }
 
-    async fn task_insert_many(&self, params: &TaskInsertParams) -> StoreResult<Vec<TaskId>> {
+    async fn task_insert_many(&self, params: &TaskInsertParams) -> StoreResult<Vec<Enqueued>> {
         if params.tasks.is_empty() {
             return Ok(Vec::new());
         }
-        // Shared with `task_insert_idempotent`: the same checks, then the
-        // same `write::insert`.
-        let (rows, ids) = crate::idempotency::prepare_insert(params)?;
+        // Shared with `task_insert_idempotent` and `schedule_fire`: the
+        // same checks, then the same insert.
+        let (rows, _) = crate::idempotency::prepare_insert(params)?;
         let now = micros(params.now);
-        self.write(rows.len(), move |ctx| write::insert(ctx, &rows, now))
-            .await?;
-        Ok(ids)
+        self.write(rows.len(), move |ctx| {
+            crate::flow::insert_rows(ctx, &rows, now)
+        })
+        .await
     }
 
     async fn task_list(&self, params: &TaskListParams) -> StoreResult<TaskPage> {
@@ -562,6 +564,29 @@ impl Store for SqliteStore {
         Ok(TaskImportResult { inserted, skipped })
     }
 
+    async fn task_resolve_blocked(
+        &self,
+        params: &offload_store::TaskResolveParams,
+    ) -> StoreResult<u64> {
+        if params.limit == 0 {
+            return Ok(0);
+        }
+        // Found on a reader (the scan does not hold the write lock), then
+        // checked again and settled by the writer.
+        let limit = params.limit;
+        let ids = self
+            .inner
+            .readers
+            .run(move |conn| crate::deps::stuck(conn, limit))
+            .await?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let now = micros(params.now);
+        self.write(ids.len(), move |ctx| crate::deps::resolve(ctx, &ids, now))
+            .await
+    }
+
     async fn task_retry(&self, params: &TaskRetryParams) -> StoreResult<Task> {
         let id = params.id;
         let now = micros(params.now);
@@ -715,6 +740,74 @@ impl Store for SqliteStore {
             next_cursor,
         })
     }
+    async fn schedule_put(
+        &self,
+        params: &offload_store::SchedulePutParams,
+    ) -> StoreResult<offload_store::ScheduleRecord> {
+        let row = crate::schedules::PutRow::prepare(params)?;
+        self.write(1, move |ctx| crate::schedules::put(ctx, &row))
+            .await?
+            .into_record()
+    }
+
+    async fn schedule_get(&self, name: &str) -> StoreResult<Option<offload_store::ScheduleRecord>> {
+        let name = name.to_owned();
+        self.inner
+            .readers
+            .run(move |conn| crate::schedules::get(conn, &name))
+            .await?
+            .map(crate::schedules::RawSchedule::into_record)
+            .transpose()
+    }
+
+    async fn schedule_list(&self) -> StoreResult<Vec<offload_store::ScheduleRecord>> {
+        let raw = self.inner.readers.run(crate::schedules::list).await?;
+        crate::schedules::into_records(raw)
+    }
+
+    async fn schedule_pause(
+        &self,
+        params: &offload_store::SchedulePauseParams,
+    ) -> StoreResult<Option<offload_store::ScheduleRecord>> {
+        let args = crate::schedules::PauseArgs::new(params);
+        self.write(1, move |ctx| crate::schedules::pause(ctx, &args))
+            .await?
+            .map(crate::schedules::RawSchedule::into_record)
+            .transpose()
+    }
+
+    async fn schedule_delete(&self, name: &str) -> StoreResult<bool> {
+        let name = name.to_owned();
+        self.write(1, move |ctx| crate::schedules::delete(ctx, &name))
+            .await
+    }
+
+    async fn schedule_due(
+        &self,
+        params: &offload_store::ScheduleDueParams,
+    ) -> StoreResult<Vec<offload_store::ScheduleRecord>> {
+        if params.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let now = micros(params.now);
+        let limit = params.limit;
+        let raw = self
+            .inner
+            .readers
+            .run(move |conn| crate::schedules::due(conn, now, limit))
+            .await?;
+        crate::schedules::into_records(raw)
+    }
+
+    async fn schedule_fire(
+        &self,
+        params: &offload_store::ScheduleFireParams,
+    ) -> StoreResult<offload_store::ScheduleFired> {
+        let args = crate::schedules::FireArgs::prepare(params)?;
+        self.write(args.weight(), move |ctx| crate::schedules::fire(ctx, &args))
+            .await
+    }
+
     async fn webhook_insert(&self, webhook: &offload_store::WebhookRecord) -> StoreResult<()> {
         let row = crate::webhooks::WebhookRow::prepare(webhook)?;
         self.write(1, move |ctx| crate::webhooks::insert(ctx, &row))

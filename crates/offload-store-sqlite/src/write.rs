@@ -18,19 +18,21 @@ use rusqlite::{CachedStatement, Connection, OptionalExtension, ToSql};
 
 use crate::codec::{
     ATTEMPT_COLUMNS, CLAIM_COLUMNS, ClaimedAs, ENDED_ATTEMPT_COLUMNS, ImportRow, Lease, NewRow,
-    RawClaimed, RawTask, TASK_COLUMNS, json, micros,
+    RawClaimed, RawTask, TASK_COLUMNS, id_list, json, micros,
 };
+use crate::deps;
 use crate::error::map;
 use crate::events::{self, ForRow, Known, NewEvent};
 use crate::read::Where;
 use crate::writer::WriteCtx;
 
-fn stmt<'c>(conn: &'c Connection, sql: &str) -> StoreResult<CachedStatement<'c>> {
+/// The cached statement of `sql`.
+pub(crate) fn stmt<'c>(conn: &'c Connection, sql: &str) -> StoreResult<CachedStatement<'c>> {
     conn.prepare_cached(sql).map_err(map)
 }
 
 /// Binds `values` to `?1..` and runs the statement.
-fn exec(conn: &Connection, sql: &str, values: &[&dyn ToSql]) -> StoreResult<usize> {
+pub(crate) fn exec(conn: &Connection, sql: &str, values: &[&dyn ToSql]) -> StoreResult<usize> {
     stmt(conn, sql)?.execute(values).map_err(map)
 }
 
@@ -47,32 +49,38 @@ fn query_task(conn: &Connection, sql: &str, values: &[&dyn ToSql]) -> StoreResul
 
 /// What the write commands check of a task before changing it.
 #[derive(Debug, Clone, Copy)]
-struct Current {
-    status: Status,
-    attempt: i64,
-    rid: i64,
+pub(crate) struct Current {
+    pub(crate) status: Status,
+    pub(crate) attempt: i64,
+    pub(crate) rid: i64,
+    /// An edge to the task was stored: its end settles its dependents.
+    pub(crate) has_dependents: bool,
 }
 
 /// The status, attempt and row of one task, or `None`.
-fn status_of(conn: &Connection, id: [u8; 16]) -> StoreResult<Option<Current>> {
-    let row: Option<(String, i64, i64)> =
-        stmt(conn, "SELECT status, attempt, rid FROM tasks WHERE id = ?1")?
-            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .optional()
-            .map_err(map)?;
-    row.map(|(s, attempt, rid)| {
+pub(crate) fn status_of(conn: &Connection, id: [u8; 16]) -> StoreResult<Option<Current>> {
+    let row: Option<(String, i64, i64, bool)> = stmt(
+        conn,
+        "SELECT status, attempt, rid, has_dependents FROM tasks WHERE id = ?1",
+    )?
+    .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+    .optional()
+    .map_err(map)?;
+    row.map(|(s, attempt, rid, has_dependents)| {
         s.parse::<Status>()
             .map(|status| Current {
                 status,
                 attempt,
                 rid,
+                has_dependents,
             })
             .map_err(|_| crate::error::corrupt(format!("column status holds {s:?}")))
     })
     .transpose()
 }
 
-fn check(id: TaskId, from: Status, to: Status) -> StoreResult<()> {
+/// Refuses a change the lifecycle does not allow.
+pub(crate) fn check(id: TaskId, from: Status, to: Status) -> StoreResult<()> {
     if from.can_become(to) {
         Ok(())
     } else {
@@ -218,7 +226,7 @@ const PROMOTE_SQL: &str = "UPDATE tasks SET status = 'pending', updated_at = ?2 
 /// Writes out the ended attempt the task row `rid` holds, if any, as its
 /// `task_attempts` row ([`ENDED_ATTEMPT_COLUMNS`]), before something
 /// overwrites its fields (see the schema).
-fn write_out_ended(conn: &Connection, rid: i64) -> StoreResult<()> {
+pub(crate) fn write_out_ended(conn: &Connection, rid: i64) -> StoreResult<()> {
     static SQL: LazyLock<String> = LazyLock::new(|| {
         format!(
             "INSERT INTO task_attempts (task, seq, {ATTEMPT_COLUMNS}) \
@@ -264,7 +272,7 @@ pub(crate) fn claim_sql(names: Option<usize>) -> String {
 
 /// The column of [`claim_sql`] that says whether the task holds an ended
 /// attempt.
-const CLAIM_ENDED: usize = 18;
+const CLAIM_ENDED: usize = 22;
 
 /// The claim's write, per task: its lease (`?1` rid, `?2` worker, `?3`
 /// token, `?4` lease expiry, `?5` now). The running attempt needs no row
@@ -464,16 +472,26 @@ const END_SQL: &str = "UPDATE tasks SET status = ?4, output = coalesce(?5, outpu
      updated_at = ?11, ended_at = ?11, ended_outcome = ?12 \
      WHERE rid = ?1 AND id = ?2 AND lease_token = ?3 AND status = 'running'";
 
-/// Ends attempts, with the statement prepared once per batch.
+/// [`END_SQL`] for a task without dependents: a terminal end runs this
+/// first, so the end of a task nothing depends on stays one statement;
+/// when it changes nothing (a task with dependents, or a stale lease),
+/// [`END_SQL`] tells the two apart.
+static END_LEAF_SQL: LazyLock<String> =
+    LazyLock::new(|| format!("{END_SQL} AND has_dependents = 0"));
+
+/// Ends attempts, with the statements prepared once per batch.
 struct Ender<'c> {
     conn: &'c Connection,
     end: CachedStatement<'c>,
+    end_leaf: CachedStatement<'c>,
 }
 
 /// What [`Ender::end`] reports for an accepted item.
 struct Ended {
     /// The task's queue when it went back to waiting (not terminal).
     queue: Option<String>,
+    /// The task ended terminal and has dependents to settle.
+    dependents: bool,
 }
 
 impl<'c> Ender<'c> {
@@ -481,6 +499,7 @@ impl<'c> Ender<'c> {
         Ok(Self {
             conn,
             end: stmt(conn, END_SQL)?,
+            end_leaf: stmt(conn, &END_LEAF_SQL)?,
         })
     }
 
@@ -490,23 +509,30 @@ impl<'c> Ender<'c> {
         check(id, Status::Running, e.status)?;
         let l = &e.lease;
         let terminal = e.status.is_terminal();
-        let ended = self
-            .end
-            .execute(rusqlite::params![
-                l.rid,
-                l.id,
-                l.token,
-                e.status.as_str(),
-                e.output,
-                e.set_error,
-                e.error,
-                e.run_at,
-                i64::from(e.uncount),
-                terminal.then_some(now),
-                now,
-                e.outcome.as_str(),
-            ])
-            .map_err(map)?;
+        let values = rusqlite::params![
+            l.rid,
+            l.id,
+            l.token,
+            e.status.as_str(),
+            e.output,
+            e.set_error,
+            e.error,
+            e.run_at,
+            i64::from(e.uncount),
+            terminal.then_some(now),
+            now,
+            e.outcome.as_str(),
+        ];
+        let mut dependents = false;
+        let mut ended = if terminal {
+            self.end_leaf.execute(values).map_err(map)?
+        } else {
+            0
+        };
+        if ended == 0 {
+            ended = self.end.execute(values).map_err(map)?;
+            dependents = terminal && ended > 0;
+        }
         if ended == 0 {
             return Ok(None);
         }
@@ -519,7 +545,7 @@ impl<'c> Ender<'c> {
                     .map_err(map)?,
             )
         };
-        Ok(Some(Ended { queue }))
+        Ok(Some(Ended { queue, dependents }))
     }
 }
 
@@ -532,10 +558,14 @@ pub(crate) fn finish(
 ) -> StoreResult<Vec<Result<Status, Option<Status>>>> {
     let mut out = Vec::with_capacity(items.len());
     let mut appended = Vec::with_capacity(items.len());
+    let mut settle = Vec::new();
     let mut ender = Ender::new(ctx.conn)?;
     for item in items {
         match ender.end(item, now)? {
             Some(ended) => {
+                if ended.dependents {
+                    settle.push((item.lease.id, Some(item.status)));
+                }
                 if let Some((kind, data)) = &item.event {
                     appended.push(ForRow {
                         rid: item.lease.rid,
@@ -555,6 +585,9 @@ pub(crate) fn finish(
     }
     drop(ender);
     events::append_for_rows(ctx.conn, &appended, now)?;
+    if !settle.is_empty() {
+        deps::settle(ctx, &settle, now)?;
+    }
     Ok(out)
 }
 
@@ -590,6 +623,7 @@ pub(crate) fn rescue(
     };
     let mut out = Vec::with_capacity(expired.len());
     let mut ends = Vec::with_capacity(expired.len());
+    let mut settle = Vec::new();
     let mut ender = Ender::new(ctx.conn)?;
     for (rid, id, token, attempt, max_attempts, abort_requested, run_at) in expired {
         let (status, record) = offload_store::rescue_outcome(
@@ -614,6 +648,9 @@ pub(crate) fn rescue(
             )?),
         };
         if let Some(ended) = ender.end(&end, now_us)? {
+            if ended.dependents {
+                settle.push((id, Some(status)));
+            }
             let task = TaskId::from_bytes(id);
             ctx.notes.changed(task);
             if let Some(queue) = &ended.queue {
@@ -635,6 +672,9 @@ pub(crate) fn rescue(
         })
         .collect();
     events::append_for_rows(ctx.conn, &appended, now_us)?;
+    if !settle.is_empty() {
+        deps::settle(ctx, &settle, now_us)?;
+    }
     Ok(out)
 }
 
@@ -660,6 +700,7 @@ pub(crate) fn abort(
         status,
         attempt,
         rid,
+        has_dependents,
     } = existing(conn, id)?;
     check(id, status, Status::Aborted)?;
     let now_us = micros(now);
@@ -701,13 +742,18 @@ pub(crate) fn abort(
         now_us,
     )?;
     ctx.notes.changed(id);
+    if has_dependents {
+        deps::settle(ctx, &[(key, Some(Status::Aborted))], now_us)?;
+    }
     Ok(task)
 }
 
-/// Runs a failed or aborted task again.
+/// Runs a failed or aborted task again: `pending`, or `blocked` while
+/// some of its dependencies are unmet (refused while one can never be).
 pub(crate) fn retry(ctx: &mut WriteCtx<'_>, id: TaskId, now: i64) -> StoreResult<RawTask> {
     let conn = ctx.conn;
-    let status = existing(conn, id)?.status;
+    let current = existing(conn, id)?;
+    let status = current.status;
     if !matches!(status, Status::Failed | Status::Aborted) {
         return Err(StoreError::InvalidTransition {
             id,
@@ -715,17 +761,28 @@ pub(crate) fn retry(ctx: &mut WriteCtx<'_>, id: TaskId, now: i64) -> StoreResult
             to: Status::Pending,
         });
     }
-    check(id, status, Status::Pending)?;
+    let unmet = deps::recount(conn, id)?;
+    let target = if unmet > 0 {
+        Status::Blocked
+    } else {
+        Status::Pending
+    };
+    check(id, status, target)?;
     let task = query_task(
         conn,
         &returning(
-            "UPDATE tasks SET status = 'pending', run_at = ?2, finished_at = NULL, \
+            "UPDATE tasks SET status = ?3, deps_waiting = ?4, run_at = ?2, finished_at = NULL, \
              abort_requested_at = NULL, max_attempts = max(max_attempts, attempt + 1), \
              updated_at = ?2 WHERE id = ?1",
         ),
-        &[id.as_bytes(), &now],
+        &[id.as_bytes(), &now, &target.as_str(), &unmet],
     )?;
-    ctx.notes.available(&task_queue(conn, id)?);
+    if current.has_dependents {
+        deps::reopen(conn, *id.as_bytes())?;
+    }
+    if target == Status::Pending {
+        ctx.notes.available(&task_queue(conn, id)?);
+    }
     ctx.notes.changed(id);
     Ok(task)
 }
@@ -796,14 +853,26 @@ fn delete_rows(conn: &Connection, rid: i64) -> StoreResult<()> {
     Ok(())
 }
 
-/// Deletes one task that is not running, with its history.
-pub(crate) fn delete(ctx: &mut WriteCtx<'_>, id: TaskId) -> StoreResult<()> {
-    let Current { status, rid, .. } = existing(ctx.conn, id)?;
+/// Deletes one task that is not running, with its history and edges. A
+/// waiting task's dependents are settled first, as if it had been
+/// aborted except that their error says it was deleted.
+pub(crate) fn delete(ctx: &mut WriteCtx<'_>, id: TaskId, now: i64) -> StoreResult<()> {
+    let Current {
+        status,
+        rid,
+        has_dependents,
+        ..
+    } = existing(ctx.conn, id)?;
     if status == Status::Running {
         return Err(StoreError::Conflict(format!(
             "task {id} is running; abort it first"
         )));
     }
+    let key = *id.as_bytes();
+    if has_dependents && status.is_waiting() {
+        deps::settle(ctx, &[(key, None)], now)?;
+    }
+    deps::forget(ctx.conn, key, has_dependents, true)?;
     delete_rows(ctx.conn, rid)?;
     ctx.notes.changed(id);
     Ok(())
@@ -811,24 +880,29 @@ pub(crate) fn delete(ctx: &mut WriteCtx<'_>, id: TaskId) -> StoreResult<()> {
 
 /// Deletes up to `limit` terminal tasks matching `w`; returns how many.
 pub(crate) fn purge_batch(ctx: &mut WriteCtx<'_>, w: &Where, limit: u32) -> StoreResult<u64> {
-    let sql = format!("SELECT rid, id FROM tasks{} LIMIT ? + 0", w.sql());
-    let rows: Vec<(i64, [u8; 16])> = {
+    let sql = format!(
+        "SELECT rid, id, has_dependents, depends_on IS NOT NULL OR \"after\" IS NOT NULL \
+         FROM tasks{} LIMIT ? + 0",
+        w.sql()
+    );
+    let rows: Vec<(i64, [u8; 16], bool, bool)> = {
         let mut s = stmt(ctx.conn, &sql)?;
         let rows = s
             .query_map(
                 rusqlite::params_from_iter(w.params(&[Value::Integer(i64::from(limit))])),
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .map_err(map)?;
         rows.collect::<rusqlite::Result<_>>().map_err(map)?
     };
-    for (rid, _) in &rows {
+    for (rid, id, as_dep, as_dependent) in &rows {
+        deps::forget(ctx.conn, *id, *as_dep, *as_dependent)?;
         delete_rows(ctx.conn, *rid)?;
     }
     if rows.len() > 128 {
         ctx.notes.changed_all();
     } else {
-        for (_, id) in &rows {
+        for (_, id, _, _) in &rows {
             ctx.notes.changed(TaskId::from_bytes(*id));
         }
     }
@@ -842,9 +916,9 @@ pub(crate) fn purge_batch(ctx: &mut WriteCtx<'_>, w: &Where, limit: u32) -> Stor
 const IMPORT_TASK_SQL: &str = "INSERT INTO tasks (id, name, queue, input, status, output, error, \
      progress, priority, attempt, max_attempts, run_at, timeout_ms, retry, tags, metadata, \
      abort_requested_at, worker_id, lease_expires_at, created_at, started_at, finished_at, \
-     updated_at, lease_token, history, webhook) \
+     updated_at, lease_token, history, webhook, unique_key, depends_on, \"after\", group_id) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-     ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)";
+     ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)";
 
 /// One ended attempt of an imported task.
 const IMPORT_ATTEMPT_SQL: &str = "INSERT INTO task_attempts (task, seq, attempt, worker_id, \
@@ -857,6 +931,7 @@ const IMPORT_ATTEMPT_SQL: &str = "INSERT INTO task_attempts (task, seq, attempt,
 pub(crate) fn import(ctx: &mut WriteCtx<'_>, rows: &[ImportRow]) -> StoreResult<(u64, u64)> {
     let conn = ctx.conn;
     let (mut inserted, mut skipped) = (0u64, 0u64);
+    let mut linked = Vec::new();
     let mut task = stmt(conn, IMPORT_TASK_SQL)?;
     let mut attempt = stmt(conn, IMPORT_ATTEMPT_SQL)?;
     for r in rows {
@@ -895,6 +970,10 @@ pub(crate) fn import(ctx: &mut WriteCtx<'_>, rows: &[ImportRow]) -> StoreResult<
             token,
             history,
             r.webhook,
+            r.unique_key,
+            id_list(&r.depends_on)?,
+            id_list(&r.after)?,
+            r.group_id,
         ])
         .map_err(map)?;
         let rid = conn.last_insert_rowid();
@@ -916,6 +995,14 @@ pub(crate) fn import(ctx: &mut WriteCtx<'_>, rows: &[ImportRow]) -> StoreResult<
         if matches!(r.status, Status::Pending | Status::Scheduled) {
             ctx.notes.available(&r.queue);
         }
+        if !r.depends_on.is_empty() || !r.after.is_empty() {
+            linked.push(r);
+        }
+    }
+    drop((task, attempt));
+    // After every row, so an edge to a task later in the import is kept.
+    for r in linked {
+        deps::import_edges(conn, r.id, &r.depends_on, &r.after)?;
     }
     Ok((inserted, skipped))
 }

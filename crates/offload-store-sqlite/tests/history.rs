@@ -235,7 +235,10 @@ async fn deleted_tasks_leave_no_history_behind() {
     }
     assert_eq!(history_rows(&db), 4);
     store
-        .task_delete(&TaskDeleteParams { id: ids[1] })
+        .task_delete(&TaskDeleteParams {
+            id: ids[1],
+            now: chrono::Utc::now(),
+        })
         .await
         .unwrap();
     assert_eq!(history_rows(&db), 2);

@@ -88,7 +88,8 @@ async fn a_failing_command_rolls_back_only_itself() {
             // All or nothing: the batch's other task is not there either.
             assert!(store.task_get(extra_id).await.unwrap().is_none());
         } else {
-            assert_eq!(result.unwrap(), vec![extra_id, id]);
+            let ids: Vec<_> = result.unwrap().into_iter().map(|e| e.id).collect();
+            assert_eq!(ids, vec![extra_id, id]);
             assert!(store.task_get(id).await.unwrap().is_some());
         }
     }

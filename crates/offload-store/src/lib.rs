@@ -16,6 +16,7 @@ mod events;
 mod notify;
 mod params;
 mod rules;
+mod schedules;
 mod store;
 mod webhooks;
 
@@ -29,7 +30,12 @@ pub use events::{
 pub use notify::{Notification, Notifier, NotifyHub};
 pub use params::*;
 pub use rules::{
-    AttemptEnd, MAX_CLAIM_NAMES, abort_record, attempt_end, check_claim_names, rescue_outcome,
+    AttemptEnd, EdgeKind, MAX_CLAIM_NAMES, abort_record, attempt_end, check_claim_names,
+    dependency_record, dependency_unmet, rescue_outcome, unblocked_status,
+};
+pub use schedules::{
+    MAX_UPCOMING, ScheduleDueParams, ScheduleFireParams, ScheduleFired, SchedulePauseParams,
+    SchedulePutParams, ScheduleRecord,
 };
 pub use store::{Capabilities, Store};
 pub use webhooks::{

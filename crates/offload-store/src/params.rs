@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use offload_types::{
-    LeaseToken, NewTask, Progress, Status, TaskErrorRecord, TaskId, ValidationError,
+    Enqueued, LeaseToken, NewTask, Progress, Status, TaskErrorRecord, TaskId, ValidationError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -189,6 +189,10 @@ pub struct TaskFilter {
     pub created_after: Option<DateTime<Utc>>,
     /// Created before.
     pub created_before: Option<DateTime<Utc>>,
+    /// Any of these ids.
+    pub ids: Vec<TaskId>,
+    /// In this group (members and callback).
+    pub group: Option<TaskId>,
 }
 
 /// One page of tasks, newest first.
@@ -263,6 +267,8 @@ pub struct TaskUpdateParams {
 pub struct TaskDeleteParams {
     /// The task.
     pub id: TaskId,
+    /// Delete time (stamped on dependents the deletion aborts).
+    pub now: DateTime<Utc>,
 }
 
 /// Stop a task: a waiting one becomes `aborted` at once; a running one gets
@@ -274,6 +280,16 @@ pub struct TaskAbortParams {
     /// Recorded as the error message.
     pub reason: Option<String>,
     /// Abort time.
+    pub now: DateTime<Utc>,
+}
+
+/// Settle `blocked` tasks whose dependencies are resolved (see
+/// [`Store::task_resolve_blocked`](crate::Store::task_resolve_blocked)).
+#[derive(Debug, Clone)]
+pub struct TaskResolveParams {
+    /// At most this many tasks per call.
+    pub limit: u32,
+    /// Now.
     pub now: DateTime<Utc>,
 }
 
@@ -423,8 +439,9 @@ impl IdempotencyKey {
 /// What an idempotent insert did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotentInsert {
-    /// The tasks' ids: new ones, or those of the first request.
-    pub ids: Vec<TaskId>,
+    /// The tasks: new ones, or those of the first request (whose
+    /// outcomes are replayed as they were).
+    pub tasks: Vec<Enqueued>,
     /// `true`: the key was known, nothing was inserted.
     pub replayed: bool,
 }

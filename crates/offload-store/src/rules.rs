@@ -4,7 +4,7 @@
 //! rescues an expired lease.
 
 use chrono::{DateTime, Utc};
-use offload_types::{AttemptOutcome, Status, TaskErrorRecord, ValidationError};
+use offload_types::{AttemptOutcome, Status, TaskErrorRecord, TaskId, ValidationError};
 use serde_json::Value;
 
 use crate::{FinishOutcome, StoreError, StoreResult};
@@ -163,6 +163,86 @@ pub fn rescue_outcome(
     }
 }
 
+/// The two kinds of dependency edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EdgeKind {
+    /// `depends_on`: the dependency must succeed; its failure or abort
+    /// aborts the dependent.
+    Success,
+    /// `after`: the dependency must end, whatever its outcome.
+    End,
+}
+
+impl EdgeKind {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EdgeKind::Success => "success",
+            EdgeKind::End => "end",
+        }
+    }
+    /// Reads the stored name back.
+    pub fn parse(s: &str) -> Option<Self> {
+        [EdgeKind::Success, EdgeKind::End]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// Checks one dependency of a task being enqueued: `Ok(true)` when it
+/// still has to happen (the task starts `blocked`), `Ok(false)` when it is
+/// met already, and an error naming `depends_on` when it never can be (a
+/// `Success` dependency that failed or was aborted) or `status` is `None`
+/// (no such task, and none earlier in the batch).
+pub fn dependency_unmet(
+    dep: TaskId,
+    kind: EdgeKind,
+    status: Option<Status>,
+) -> Result<bool, ValidationError> {
+    let field = match kind {
+        EdgeKind::Success => "depends_on",
+        EdgeKind::End => "after",
+    };
+    match (kind, status) {
+        (_, None) => Err(ValidationError::new(
+            field,
+            format!("task {dep} does not exist (a dependency must be enqueued first)"),
+        )),
+        (EdgeKind::Success, Some(Status::Success)) => Ok(false),
+        (EdgeKind::Success, Some(s)) if s.is_terminal() => Err(ValidationError::new(
+            field,
+            format!("task {dep} is {s} and can never succeed; retry it first"),
+        )),
+        (EdgeKind::End, Some(s)) => Ok(!s.is_terminal()),
+        (EdgeKind::Success, Some(_)) => Ok(true),
+    }
+}
+
+/// The error recorded on a task aborted because `dep`, which it depends
+/// on, ended `dep_status` (`failed` or `aborted`), or was deleted (`None`).
+pub fn dependency_record(
+    dep: TaskId,
+    dep_status: Option<Status>,
+    attempt: u32,
+    at: DateTime<Utc>,
+) -> TaskErrorRecord {
+    let message = match dep_status {
+        Some(s) => format!("dependency {dep} ended {s}"),
+        None => format!("dependency {dep} was deleted"),
+    };
+    record("dependency_failed", &message, attempt, at)
+}
+
+/// The status a task takes when its last dependency is met at `now`:
+/// `scheduled` if its `run_at` is later, else `pending`.
+pub fn unblocked_status(run_at: DateTime<Utc>, now: DateTime<Utc>) -> Status {
+    if run_at > now {
+        Status::Scheduled
+    } else {
+        Status::Pending
+    }
+}
+
 fn record(kind: &str, message: &str, attempt: u32, at: DateTime<Utc>) -> TaskErrorRecord {
     TaskErrorRecord {
         kind: kind.to_owned(),
@@ -185,6 +265,37 @@ mod tests {
         assert_eq!(status, Status::Aborted);
         assert_eq!(error.kind, "aborted");
         assert_eq!(abort_record(None, 2, now).message, "aborted on request");
+    }
+
+    #[test]
+    fn dependencies_are_met_unmet_or_impossible() {
+        let id = TaskId::new();
+        assert_eq!(
+            dependency_unmet(id, EdgeKind::Success, Some(Status::Success)),
+            Ok(false)
+        );
+        assert_eq!(
+            dependency_unmet(id, EdgeKind::Success, Some(Status::Running)),
+            Ok(true)
+        );
+        assert_eq!(
+            dependency_unmet(id, EdgeKind::Success, Some(Status::Blocked)),
+            Ok(true)
+        );
+        assert!(dependency_unmet(id, EdgeKind::Success, Some(Status::Failed)).is_err());
+        assert!(dependency_unmet(id, EdgeKind::Success, None).is_err());
+        assert_eq!(
+            dependency_unmet(id, EdgeKind::End, Some(Status::Aborted)),
+            Ok(false)
+        );
+        assert_eq!(
+            dependency_unmet(id, EdgeKind::End, Some(Status::Pending)),
+            Ok(true)
+        );
+        assert_eq!(EdgeKind::parse("end"), Some(EdgeKind::End));
+        let r = dependency_record(id, Some(Status::Failed), 0, Utc::now());
+        assert_eq!(r.kind, "dependency_failed");
+        assert!(r.message.contains("ended failed"));
     }
 
     #[test]

@@ -2,14 +2,20 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use offload_types::{Attempt, Task, TaskId};
+use offload_types::{Attempt, Enqueued, Task, TaskId};
 use std::sync::Arc;
 
 use crate::access::*;
 use crate::events::*;
 use crate::params::*;
+use crate::schedules::*;
 use crate::webhooks::*;
-use crate::{Notifier, StoreResult};
+use crate::{Notifier, StoreError, StoreResult};
+
+/// The answer of a store that does not keep schedules yet.
+fn unsupported() -> StoreError {
+    StoreError::Unavailable("this store does not keep schedules".to_owned())
+}
 
 /// What a backend can do; core code branches on these, never on a name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -52,7 +58,9 @@ pub trait Store: Send + Sync + 'static {
 
     // ------------------------------------------------------------ task
 
-    /// Stops a task (see [`TaskAbortParams`]); returns it as it is afterwards.
+    /// Stops a task (see [`TaskAbortParams`]); returns it as it is
+    /// afterwards. Aborting a waiting task cascades to what depends on it
+    /// (see [`task_insert_many`](Self::task_insert_many)).
     async fn task_abort(&self, params: &TaskAbortParams) -> StoreResult<Task>;
 
     /// A task's history of attempts, oldest first.
@@ -64,7 +72,8 @@ pub trait Store: Send + Sync + 'static {
     /// Counts tasks by name, queue and status.
     async fn task_count(&self, params: &TaskCountParams) -> StoreResult<Vec<TaskCount>>;
 
-    /// Deletes one task that is not running.
+    /// Deletes one task that is not running. Tasks blocked on it with a
+    /// `Success` edge are aborted (cascading); `End` edges to it are met.
     async fn task_delete(&self, params: &TaskDeleteParams) -> StoreResult<()>;
 
     /// Records finished attempts; a stale lease is refused per item, not written.
@@ -80,8 +89,34 @@ pub trait Store: Send + Sync + 'static {
         params: &TaskHeartbeatParams,
     ) -> StoreResult<Vec<LeaseState>>;
 
-    /// Inserts tasks in one commit; all or nothing. Returns their ids in order.
-    async fn task_insert_many(&self, params: &TaskInsertParams) -> StoreResult<Vec<TaskId>>;
+    /// Inserts tasks in one commit; all or nothing. Returns, in order, the
+    /// task that does each one's work and what the enqueue did.
+    ///
+    /// **Dependencies.** Every id in a task's `options.depends_on`
+    /// (edges of kind [`EdgeKind::Success`](crate::EdgeKind)) and `after`
+    /// ([`EdgeKind::End`](crate::EdgeKind)) must name a stored task or one
+    /// earlier in the batch; [`dependency_unmet`](crate::dependency_unmet)
+    /// decides per edge (an error refuses the whole batch as `Invalid`).
+    /// A task with an unmet edge is inserted `blocked`; it becomes
+    /// [`unblocked_status`](crate::unblocked_status) in the same commit as
+    /// its last dependency is met (a `Success` edge when the dependency
+    /// succeeds, an `End` edge when it reaches any terminal status). When
+    /// a dependency ends `failed` or `aborted` — by a finish, a rescue, an
+    /// abort, or a cascade — or a waiting dependency is deleted, each
+    /// `blocked` task with a `Success` edge to it is `aborted` in the same
+    /// commit with [`dependency_record`](crate::dependency_record), and
+    /// that abort cascades in turn (an `End` edge to an aborted task is met
+    /// instead). Every cascaded abort writes a `task.aborted` event.
+    ///
+    /// **Unique keys.** A task with `options.unique_key` is matched against
+    /// the newest stored task with the same key; [`unique_action`](offload_types::unique_action)
+    /// (with `options.unique`, default `reject`) says whether it is
+    /// inserted, answered by the holder, or merged into the waiting holder
+    /// (new input and maybe `run_at`; nothing else changes). Concurrent
+    /// inserts of one key are serialised, so two never both insert while a
+    /// holder would have been found. Tasks without a key take the plain
+    /// batch path, which costs no more than before.
+    async fn task_insert_many(&self, params: &TaskInsertParams) -> StoreResult<Vec<Enqueued>>;
 
     /// One page of tasks, newest first.
     async fn task_list(&self, params: &TaskListParams) -> StoreResult<TaskPage>;
@@ -112,10 +147,23 @@ pub trait Store: Send + Sync + 'static {
     /// [`TaskImportParams`]).
     async fn task_import(&self, params: &TaskImportParams) -> StoreResult<TaskImportResult>;
 
-    /// Runs a `failed` or `aborted` task again.
+    /// The safety net of dependencies: settles up to `params.limit`
+    /// `blocked` tasks whose edges say they should not be blocked any more
+    /// (every dependency met: unblocked; a `Success` dependency `failed`
+    /// or `aborted`: aborted, cascading), as a finish would have. Returns
+    /// how many tasks changed. Normally there are none; the worker's
+    /// maintenance calls it so that no task stays blocked by a lost race
+    /// or a crash between a commit and its cascade.
+    async fn task_resolve_blocked(&self, params: &TaskResolveParams) -> StoreResult<u64>;
+
+    /// Runs a `failed` or `aborted` task again. A task with dependencies
+    /// is `blocked` again while some are unmet, and the retry is refused
+    /// (`Conflict`) while a `Success` dependency is `failed` or `aborted`:
+    /// that one must be retried first.
     async fn task_retry(&self, params: &TaskRetryParams) -> StoreResult<Task>;
 
-    /// Changes a task that has not started.
+    /// Changes a task that has not started. A new `run_at` leaves a
+    /// `blocked` task blocked (it applies once the task is unblocked).
     async fn task_update(&self, params: &TaskUpdateParams) -> StoreResult<Task>;
 
     /// Inserts tasks like [`task_insert_many`](Self::task_insert_many),
@@ -148,6 +196,59 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes events written before `params.before`; returns how many.
     async fn event_purge(&self, params: &PurgeBeforeParams) -> StoreResult<u64>;
+
+    // ------------------------------------------------------------ schedule
+
+    /// Stores a schedule, or replaces the definition of the one with its
+    /// name (see [`SchedulePutParams`] for what is kept); returns it as stored.
+    async fn schedule_put(&self, params: &SchedulePutParams) -> StoreResult<ScheduleRecord> {
+        let _ = params;
+        Err(unsupported())
+    }
+
+    /// One schedule by name, or `None`.
+    async fn schedule_get(&self, name: &str) -> StoreResult<Option<ScheduleRecord>> {
+        let _ = name;
+        Err(unsupported())
+    }
+
+    /// Every schedule, by name.
+    async fn schedule_list(&self) -> StoreResult<Vec<ScheduleRecord>> {
+        Err(unsupported())
+    }
+
+    /// Pauses or resumes a schedule; `None` if there is none with the name.
+    async fn schedule_pause(
+        &self,
+        params: &SchedulePauseParams,
+    ) -> StoreResult<Option<ScheduleRecord>> {
+        let _ = params;
+        Err(unsupported())
+    }
+
+    /// Deletes a schedule (not its tasks); `false` if there was none.
+    async fn schedule_delete(&self, name: &str) -> StoreResult<bool> {
+        let _ = name;
+        Err(unsupported())
+    }
+
+    /// Active schedules whose next tick is at or before `params.now`,
+    /// earliest first.
+    async fn schedule_due(&self, params: &ScheduleDueParams) -> StoreResult<Vec<ScheduleRecord>> {
+        let _ = params;
+        Err(unsupported())
+    }
+
+    /// Handles one due tick: if the schedule exists, is active and its
+    /// stored next tick is still `params.expected`, moves it to
+    /// `params.next_run_at`, records `last_run_at` (the tick: `expected`)
+    /// and `last_task_id` when a task is given, and inserts that task — all
+    /// in one commit; otherwise changes nothing and answers
+    /// [`ScheduleFired::Lost`].
+    async fn schedule_fire(&self, params: &ScheduleFireParams) -> StoreResult<ScheduleFired> {
+        let _ = params;
+        Err(unsupported())
+    }
 
     // ------------------------------------------------------------ token
 

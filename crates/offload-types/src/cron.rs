@@ -24,7 +24,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Timelike, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
@@ -112,10 +112,14 @@ impl CronSchedule {
         self.zone.name()
     }
 
-    /// The first fire time strictly after `after`; `None` if there is none
-    /// (an expression such as `0 0 30 2 *` never fires).
+    /// The first fire time strictly after `after`, on a whole second;
+    /// `None` if there is none (an expression such as `0 0 30 2 *` never
+    /// fires).
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let local = after.with_timezone(&self.zone);
+        // fire times are whole seconds: search from the second `after` is in
+        // (strictly after it, so a fraction past a fire time skips that one)
+        let whole = after.with_nanosecond(0).unwrap_or(after);
+        let local = whole.with_timezone(&self.zone);
         self.cron
             .find_next_occurrence(&local, false)
             .ok()
@@ -318,6 +322,18 @@ mod tests {
             next("30 1 * * *", z, utc(2026, 11, 1, 5, 30, 0)),
             utc(2026, 11, 2, 6, 30, 0)
         );
+    }
+
+    #[test]
+    fn fire_times_are_whole_seconds_after_a_fractional_time() {
+        let every_second = CronSchedule::parse("* * * * * *", "UTC").unwrap();
+        let at = utc(2026, 1, 1, 10, 0, 0) + chrono::Duration::milliseconds(500);
+        assert_eq!(every_second.next_after(at), Some(utc(2026, 1, 1, 10, 0, 1)));
+        let nightly = CronSchedule::parse("0 3 * * *", "UTC").unwrap();
+        let almost = utc(2026, 1, 1, 2, 59, 59) + chrono::Duration::milliseconds(900);
+        assert_eq!(nightly.next_after(almost), Some(utc(2026, 1, 1, 3, 0, 0)));
+        let past = utc(2026, 1, 1, 3, 0, 0) + chrono::Duration::milliseconds(1);
+        assert_eq!(nightly.next_after(past), Some(utc(2026, 1, 2, 3, 0, 0)));
     }
 
     #[test]

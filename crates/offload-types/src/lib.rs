@@ -23,20 +23,29 @@ mod options;
 mod progress;
 mod retry;
 mod role;
+mod schedule;
 mod status;
 mod task;
+mod unique;
 
 pub use cron::{CronSchedule, MAX_CRON_LEN};
 pub use defaults::*;
 pub use duration::{DurationParseError, parse_duration};
 pub use error::{TaskError, TaskErrorRecord, ValidationError};
 pub use id::{IdParseError, LeaseToken, TaskId};
-pub use options::{MAX_WEBHOOK_URL_LEN, NewTask, TaskOptions, check_webhook_url};
+pub use options::{
+    MAX_DEPENDENCIES, MAX_GROUP_SIZE, MAX_WEBHOOK_URL_LEN, NewTask, TaskOptions, check_webhook_url,
+};
 pub use progress::Progress;
 pub use retry::RetryPolicy;
 pub use role::{Permission, Role, RoleParseError};
+pub use schedule::{MISSED_TICK_GRACE, MissedTicks, Schedule, TickPlan, plan_tick};
 pub use status::{Status, StatusParseError};
 pub use task::{Attempt, AttemptOutcome, Task};
+pub use unique::{
+    EnqueueOutcome, Enqueued, MAX_UNIQUE_KEY_LEN, UniqueAction, UniqueHolder, UniqueMode,
+    UniquePolicy, check_unique_key, unique_action,
+};
 
 /// Serde helpers for durations written as `"30s"`, `"2m"`, `"1h 30m"` (or a
 /// number of seconds) in JSON and TOML.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     MAX_ATTEMPTS_LIMIT, MAX_DURATION, MAX_NAME_LEN, MAX_QUEUE_LEN, RetryPolicy, TaskId,
-    ValidationError,
+    UniquePolicy, ValidationError, check_unique_key,
 };
 
 /// How a task is to be run. Every field is optional; unset fields take the
@@ -72,7 +72,25 @@ pub struct TaskOptions {
     /// signed like every webhook.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<String>,
+    /// Tasks that must all succeed before this one starts; until then it
+    /// is `blocked`. Each must exist when this task is enqueued (or come
+    /// earlier in the same batch), so dependencies never form a cycle.
+    /// When one fails or is aborted, this task is aborted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    pub depends_on: Vec<TaskId>,
+    /// A de-duplication key: what happens when a task with the same key
+    /// exists is set by `unique` (default: the enqueue returns that task
+    /// while it waits or runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique_key: Option<String>,
+    /// How `unique_key` is applied; needs `unique_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique: Option<UniquePolicy>,
 }
+
+/// Most tasks one task may depend on.
+pub const MAX_DEPENDENCIES: usize = 100;
 
 /// Longest webhook URL accepted.
 pub const MAX_WEBHOOK_URL_LEN: usize = 2048;
@@ -104,6 +122,21 @@ impl TaskOptions {
     /// Options with every field unset.
     pub fn new() -> Self {
         Self::default()
+    }
+    /// Adds a task this one depends on.
+    pub fn depends_on(mut self, id: TaskId) -> Self {
+        self.depends_on.push(id);
+        self
+    }
+    /// Sets the unique key (mode `reject` unless [`unique`](Self::unique) says otherwise).
+    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
+        self.unique_key = Some(key.into());
+        self
+    }
+    /// Sets how the unique key is applied.
+    pub fn unique(mut self, policy: UniquePolicy) -> Self {
+        self.unique = Some(policy);
+        self
     }
     /// Sets the webhook URL this task's end is POSTed to.
     pub fn webhook(mut self, url: impl Into<String>) -> Self {
@@ -172,6 +205,13 @@ impl TaskOptions {
         }
         self.metadata = self.metadata.or_else(|| defaults.metadata.clone());
         self.webhook = self.webhook.or_else(|| defaults.webhook.clone());
+        if self.depends_on.is_empty() {
+            self.depends_on = defaults.depends_on.clone();
+        }
+        if self.unique_key.is_none() {
+            self.unique_key = defaults.unique_key.clone();
+        }
+        self.unique = self.unique.or_else(|| defaults.unique.clone());
         self
     }
 
@@ -248,6 +288,19 @@ impl TaskOptions {
                 format!("must be a JSON object, got {m}"),
             ));
         }
+        check_dependencies("depends_on", &self.depends_on, MAX_DEPENDENCIES)?;
+        if let Some(key) = &self.unique_key {
+            check_unique_key(key)?;
+        }
+        if let Some(policy) = &self.unique {
+            if self.unique_key.is_none() {
+                return Err(ValidationError::new(
+                    "unique",
+                    "needs a unique_key to apply to",
+                ));
+            }
+            policy.validate()?;
+        }
         Ok(())
     }
 
@@ -288,6 +341,27 @@ pub(crate) fn check_name(field: &str, value: &str, max: usize) -> Result<(), Val
     Ok(())
 }
 
+/// Checks a list of task ids: at most `max`, no id twice.
+fn check_dependencies(field: &str, ids: &[TaskId], max: usize) -> Result<(), ValidationError> {
+    if ids.len() > max {
+        return Err(ValidationError::new(
+            field,
+            format!("at most {max} tasks, got {}", ids.len()),
+        ));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
+    if let Some(dup) = ids.iter().find(|id| !seen.insert(**id)) {
+        return Err(ValidationError::new(
+            field,
+            format!("{dup} is listed twice"),
+        ));
+    }
+    Ok(())
+}
+
+/// Most members a group may have (the callback waits for all of them).
+pub const MAX_GROUP_SIZE: usize = 10_000;
+
 /// A task to enqueue: name, input and options.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewTask {
@@ -299,6 +373,13 @@ pub struct NewTask {
     pub input: serde_json::Value,
     /// How to run it.
     pub options: TaskOptions,
+    /// The group it belongs to: the id of the group's callback task
+    /// (set on the members and on the callback itself).
+    pub group_id: Option<TaskId>,
+    /// Tasks that must end, whatever their outcome, before this one
+    /// starts (a group's callback waits for its members this way). Like
+    /// `depends_on`, each must exist or come earlier in the batch.
+    pub after: Vec<TaskId>,
 }
 
 impl NewTask {
@@ -309,6 +390,8 @@ impl NewTask {
             name: name.into(),
             input,
             options: TaskOptions::default(),
+            group_id: None,
+            after: Vec::new(),
         }
     }
 
@@ -321,7 +404,21 @@ impl NewTask {
     /// Checks the name and the options.
     pub fn validate(&self) -> Result<(), ValidationError> {
         check_name("name", &self.name, MAX_NAME_LEN)?;
-        self.options.validate()
+        self.options.validate()?;
+        check_dependencies("after", &self.after, MAX_GROUP_SIZE)?;
+        if let Some(dep) = self
+            .options
+            .depends_on
+            .iter()
+            .chain(&self.after)
+            .find(|dep| **dep == self.id)
+        {
+            return Err(ValidationError::new(
+                "depends_on",
+                format!("task {dep} cannot depend on itself"),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -87,13 +87,14 @@ impl Status {
             (self, to),
             // run_at reached / moved; dependencies done; abort of waiting work
             (Scheduled, Pending | Aborted)
-                | (Blocked, Pending | Aborted)
+                // dependencies met: ready now, or at a later run_at
+                | (Blocked, Pending | Scheduled | Aborted)
                 | (Pending, Running | Scheduled | Aborted)
                 // an attempt ends: done, out of attempts, stopped, back-off
                 // (scheduled), lease rescued or released at shutdown (pending)
                 | (Running, Success | Failed | Aborted | Scheduled | Pending)
-                // retried by hand
-                | (Failed | Aborted, Pending)
+                // retried by hand (blocked again while a dependency is unmet)
+                | (Failed | Aborted, Pending | Blocked)
         )
     }
 }
@@ -133,7 +134,7 @@ mod tests {
         #[test]
         fn terminal_states_only_leave_by_manual_retry(from in status(), to in status()) {
             if from.is_terminal() && from.can_become(to) {
-                prop_assert_eq!(to, Status::Pending);
+                prop_assert!(matches!(to, Status::Pending | Status::Blocked));
                 prop_assert_ne!(from, Status::Success);
             }
         }
@@ -142,6 +143,13 @@ mod tests {
         fn only_running_finishes(from in status(), to in status()) {
             if matches!(to, Status::Success | Status::Failed) && from.can_become(to) {
                 prop_assert_eq!(from, Status::Running);
+            }
+        }
+
+        #[test]
+        fn only_retried_tasks_become_blocked_again(from in status()) {
+            if from.can_become(Status::Blocked) {
+                prop_assert!(matches!(from, Status::Failed | Status::Aborted));
             }
         }
     }

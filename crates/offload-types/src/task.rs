@@ -51,6 +51,22 @@ pub struct Task {
     /// Where this task's end is POSTed (the `webhook` option).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<String>,
+    /// Tasks that must succeed before this one starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    pub depends_on: Vec<TaskId>,
+    /// Tasks that must end, whatever their outcome, before this one
+    /// starts (set on a group's callback: its members).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    pub after: Vec<TaskId>,
+    /// The group this task belongs to (the id of the group's callback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub group_id: Option<TaskId>,
+    /// Its de-duplication key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique_key: Option<String>,
     /// Set when someone asked a running task to stop.
     pub abort_requested_at: Option<DateTime<Utc>>,
     /// Who holds the lease while running.

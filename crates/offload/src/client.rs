@@ -123,7 +123,7 @@ impl Client {
                 now: self.now(),
             })
             .await?;
-        Ok(ids.into_iter().map(|id| self.handle(id)).collect())
+        Ok(ids.into_iter().map(|e| self.enqueued(e)).collect())
     }
 
     /// Enqueues tasks like [`trigger_many`](Self::trigger_many), once per
@@ -154,7 +154,7 @@ impl Client {
                 },
             )
             .await?;
-        let handles = done.ids.into_iter().map(|id| self.handle(id)).collect();
+        let handles = done.tasks.into_iter().map(|e| self.enqueued(e)).collect();
         Ok((handles, done.replayed))
     }
 
@@ -216,12 +216,16 @@ impl Client {
             task.validate()?;
         }
         let ids = pg.insert_in(tx, &tasks, self.now()).await?;
-        Ok(ids.into_iter().map(|id| self.handle(id)).collect())
+        Ok(ids.into_iter().map(|e| self.enqueued(e)).collect())
     }
 
     /// A handle on an existing task.
     pub fn handle(&self, id: TaskId) -> TaskHandle {
         TaskHandle::new(self.clone(), id)
+    }
+
+    fn enqueued(&self, e: offload_types::Enqueued) -> TaskHandle {
+        TaskHandle::enqueued(self.clone(), e.id, e.outcome)
     }
 
     /// One task; [`Error::NotFound`] if there is none.
@@ -266,7 +270,13 @@ impl Client {
 
     /// Deletes a task that is not running, with its history.
     pub async fn delete(&self, id: TaskId) -> Result<()> {
-        Ok(self.store.task_delete(&TaskDeleteParams { id }).await?)
+        Ok(self
+            .store
+            .task_delete(&TaskDeleteParams {
+                id,
+                now: self.now(),
+            })
+            .await?)
     }
 
     /// Aborts a task: at once if it is waiting; a running task is asked to

@@ -5,7 +5,10 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::Client;
+use offload_types::{Task, TaskId};
+use serde::de::DeserializeOwned;
+
+use crate::{Client, Error, Result};
 
 /// Shared state registered once on the worker, keyed by type.
 #[derive(Default)]
@@ -42,6 +45,9 @@ pub struct Context {
     client: Client,
     state: Arc<StateMap>,
     worker_id: Arc<str>,
+    /// The running task's `depends_on` and `after` (empty outside a run).
+    depends_on: Arc<[TaskId]>,
+    after: Arc<[TaskId]>,
 }
 
 impl std::fmt::Debug for Context {
@@ -58,7 +64,61 @@ impl Context {
             client,
             state,
             worker_id,
+            depends_on: Arc::from([]),
+            after: Arc::from([]),
         }
+    }
+
+    /// This context for a run of `task`.
+    pub(crate) fn for_task(mut self, task: &Task) -> Self {
+        self.depends_on = Arc::from(task.depends_on.as_slice());
+        self.after = Arc::from(task.after.as_slice());
+        self
+    }
+
+    /// The tasks this run's task depends on (`depends_on`), in that order,
+    /// as stored now: each has succeeded, and its `output` is what it
+    /// returned. Empty for a task without dependencies.
+    ///
+    /// ```
+    /// # use offload::{Context, Controller, TaskError, TaskType};
+    /// struct Total;
+    /// impl TaskType for Total {
+    ///     const NAME: &'static str = "total";
+    ///     type Input = ();
+    ///     type Output = i64;
+    ///     async fn run(&self, _: (), ctx: &Context, _: &Controller) -> Result<i64, TaskError> {
+    ///         let parts = ctx.dependencies().await.map_err(|e| TaskError::new(e.to_string()))?;
+    ///         Ok(parts.iter().filter_map(|t| t.output.as_ref()?.as_i64()).sum())
+    ///     }
+    /// }
+    /// ```
+    pub async fn dependencies(&self) -> Result<Vec<Task>> {
+        self.client.get_many(&self.depends_on).await
+    }
+
+    /// The output of dependency `id` (one of `depends_on`), deserialized.
+    pub async fn dependency_output<T: DeserializeOwned>(&self, id: TaskId) -> Result<T> {
+        if !self.depends_on.contains(&id) {
+            return Err(offload_types::ValidationError::new(
+                "id",
+                format!("task {id} is not a dependency of this task"),
+            )
+            .into());
+        }
+        let task = self.client.get(id).await?;
+        let output = task.output.ok_or(Error::NoResult {
+            id,
+            status: task.status,
+        })?;
+        Ok(serde_json::from_value(output)?)
+    }
+
+    /// For a group's callback: the members (the task's `after` list), in
+    /// enqueue order, as stored now — each has ended, with its `status`,
+    /// `output` or `error`. Empty for other tasks.
+    pub async fn group_results(&self) -> Result<Vec<Task>> {
+        self.client.get_many(&self.after).await
     }
 
     /// The shared value of type `T` registered with

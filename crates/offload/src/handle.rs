@@ -4,7 +4,7 @@
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use offload_types::{Status, Task, TaskId};
+use offload_types::{EnqueueOutcome, Status, Task, TaskId};
 
 use crate::{Client, Error, Result, TaskType};
 
@@ -13,16 +13,33 @@ use crate::{Client, Error, Result, TaskType};
 pub struct TaskHandle {
     client: Client,
     id: TaskId,
+    outcome: EnqueueOutcome,
 }
 
 impl TaskHandle {
     pub(crate) fn new(client: Client, id: TaskId) -> Self {
-        Self { client, id }
+        Self::enqueued(client, id, EnqueueOutcome::Existing)
+    }
+
+    pub(crate) fn enqueued(client: Client, id: TaskId, outcome: EnqueueOutcome) -> Self {
+        Self {
+            client,
+            id,
+            outcome,
+        }
     }
 
     /// The task's id.
     pub fn id(&self) -> TaskId {
         self.id
+    }
+
+    /// What the enqueue that made this handle did: `created` a task, or
+    /// found (`existing`) or updated (`replaced`, `debounced`,
+    /// `throttled`) one with the same `unique_key`. A handle made by
+    /// [`Client::handle`] says `existing`.
+    pub fn outcome(&self) -> EnqueueOutcome {
+        self.outcome
     }
 
     /// Its current status.

@@ -49,11 +49,13 @@ mod client;
 mod context;
 mod controller;
 mod error;
+mod group;
 mod handle;
 mod hooks;
 mod open;
 mod remote;
 mod runner;
+mod schedules;
 mod typed;
 mod worker;
 
@@ -65,6 +67,7 @@ pub use client::{Client, TaskUpdate};
 pub use context::Context;
 pub use controller::{Controller, RunStatus, StopReason};
 pub use error::{Error, Result};
+pub use group::{GroupHandle, GroupStatus};
 pub use handle::{TaskHandle, TypedHandle};
 pub use hooks::{AttemptResult, Hook};
 pub use open::{DEFAULT_DATABASE_URL, open};
@@ -79,8 +82,8 @@ pub mod postgres {
 }
 pub use worker::{
     DEFAULT_ABORT_GRACE, DEFAULT_CLAIM_BATCH, DEFAULT_CONCURRENCY, DEFAULT_MAINTENANCE_INTERVAL,
-    DEFAULT_POLL_INTERVAL, DEFAULT_SHUTDOWN_GRACE, MAX_CONCURRENCY, MAX_LEASE, MIN_LEASE, Worker,
-    WorkerBuilder, WorkerHandle, WorkerStats,
+    DEFAULT_POLL_INTERVAL, DEFAULT_SHUTDOWN_GRACE, MAX_CONCURRENCY, MAX_LEASE, MIN_LEASE,
+    SCHEDULER_TICK, Worker, WorkerBuilder, WorkerHandle, WorkerStats,
 };
 
 pub use offload_store::{
@@ -92,4 +95,5 @@ pub use offload_store::{
     Delivery, DeliveryAttempt, DeliveryClaimParams, DeliveryListParams, DeliveryRecordParams,
     DeliveryStatus, NewDelivery, WebhookEnqueueParams, WebhookRecord,
 };
+pub use offload_store::{MAX_UPCOMING, ScheduleFired, ScheduleRecord};
 pub use offload_types::*;

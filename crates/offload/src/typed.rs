@@ -5,7 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use offload_types::{RetryPolicy, Task, TaskError, TaskOptions};
+use offload_types::{NewTask, RetryPolicy, Task, TaskError, TaskOptions};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -66,6 +66,12 @@ pub trait TaskType: Send + Sync + Sized + 'static {
     /// Back-off between attempts for tasks that set none.
     fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy::default()
+    }
+
+    /// A task of this type with the type's default options, to enqueue in
+    /// a batch ([`Client::trigger_many`]) or a group ([`Client::trigger_group`]).
+    fn new_task(input: Self::Input) -> Result<NewTask> {
+        Ok(NewTask::new(Self::NAME, serde_json::to_value(&input)?).options(Self::options()))
     }
 
     /// Enqueues one task of this type with the type's default options.

@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
-use offload::{NewTask, RetryPolicy, TaskOptions};
+use offload::{
+    EnqueueOutcome, Enqueued, NewTask, RetryPolicy, TaskId, TaskOptions, UniqueMode, UniquePolicy,
+};
 use serde::Deserialize;
 
 use crate::commands::{duration_arg, json_arg, time_arg};
@@ -34,11 +36,14 @@ Examples:
   offload enqueue --type research --data '{\"topic\": \"AI agents\"}' --priority 5
   offload enqueue --type report --delay 30s --wait 2m
   offload enqueue --file tasks.jsonl
+  offload enqueue --type import --data '{\"customer\": 7}' --unique-key import:7
+  offload enqueue --type reindex --unique-key reindex --unique-mode debounce --unique-window 1s --max-wait 5s
+  offload enqueue --type assemble --depends-on 01J... --depends-on 01J...
 
 A tasks file has one JSON object per line:
   {\"name\": \"resize\", \"input\": {\"path\": \"a.png\"}, \"priority\": 5, \"delay\": \"30s\"}
 (\"type\" and \"data\" are accepted for \"name\" and \"input\"; other keys: queue, run_at,
-max_attempts, timeout, tags, metadata, retry, webhook). Every line is checked before anything is enqueued.
+max_attempts, timeout, tags, metadata, retry, webhook, depends_on, unique_key, unique). Every line is checked before anything is enqueued.
 
 Exit codes with --wait: 0 succeeded (output printed), 1 failed or aborted, 4 timed out.";
 
@@ -89,13 +94,32 @@ pub(crate) struct EnqueueArgs {
     /// A URL that `offload serve` POSTs the task's end to (signed).
     #[arg(long, value_name = "URL")]
     webhook: Option<String>,
+    /// A task that must succeed first (repeat for more); until then this
+    /// one is blocked, and if it fails this one is aborted.
+    #[arg(long = "depends-on", value_name = "ID")]
+    depends_on: Vec<TaskId>,
+    /// A de-duplication key: while a task with the same key waits or runs,
+    /// enqueue returns that task instead (see --unique-mode).
+    #[arg(long, value_name = "KEY")]
+    unique_key: Option<String>,
+    /// What a matching key does: reject (return the existing task),
+    /// replace (its input), debounce or throttle [default: reject]
+    #[arg(long, value_name = "MODE", requires = "unique_key")]
+    unique_mode: Option<UniqueMode>,
+    /// reject: hold the key this long after creation; debounce: the quiet
+    /// time; throttle: the time between runs.
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg, requires = "unique_key")]
+    unique_window: Option<Duration>,
+    /// debounce: run at most this long after the first enqueue.
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg, requires = "unique_key")]
+    max_wait: Option<Duration>,
     /// Wait for the task to finish (at most DURATION) and print its output.
     #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "30s",
           value_parser = duration_arg, conflicts_with = "file")]
     wait: Option<Duration>,
     /// Enqueue every line of a JSON-lines file (`-` reads stdin).
     #[arg(long, short = 'f', value_name = "PATH",
-          conflicts_with_all = ["data", "queue", "priority", "delay", "run_at", "max_attempts", "timeout", "tags", "metadata", "webhook"])]
+          conflicts_with_all = ["data", "queue", "priority", "delay", "run_at", "max_attempts", "timeout", "tags", "metadata", "webhook", "depends_on", "unique_key"])]
     file: Option<PathBuf>,
 }
 
@@ -105,13 +129,24 @@ pub(crate) async fn run(args: EnqueueArgs, globals: &Globals) -> anyhow::Result<
         return run_file(path, globals).await;
     }
     let task = task_from_args(&args, &globals.config)?;
+    let key = task.options.unique_key.clone();
     let tasks = globals.tasks().await?;
-    let id = tasks
+    let Enqueued { id, outcome } = tasks
         .trigger_many(vec![task])
         .await
         .context("cannot enqueue the task")?
         .pop()
         .context("cannot enqueue the task: no id came back")?;
+    if let (Some(key), false) = (key, outcome == EnqueueOutcome::Created) {
+        output::note(&format!(
+            "unique key {key:?}: {} task {id} ({})",
+            match outcome {
+                EnqueueOutcome::Existing => "nothing enqueued; returning the existing",
+                _ => "merged into the waiting",
+            },
+            outcome.as_str()
+        ));
+    }
     match args.wait {
         None => {
             if globals.json {
@@ -162,10 +197,29 @@ fn task_from_args(args: &EnqueueArgs, config: &Config) -> anyhow::Result<NewTask
         tags: args.tags.clone(),
         metadata,
         webhook: args.webhook.clone(),
+        depends_on: args.depends_on.clone(),
+        unique_key: args.unique_key.clone(),
+        unique: unique_policy(args.unique_mode, args.unique_window, args.max_wait),
     };
     let task = with_runner_defaults(NewTask::new(name, input).options(options), config);
     task.validate().map_err(|e| Failure::usage(e.to_string()))?;
     Ok(task)
+}
+
+/// The policy the `--unique-*` flags describe (`None`: none given).
+fn unique_policy(
+    mode: Option<UniqueMode>,
+    window: Option<Duration>,
+    max_wait: Option<Duration>,
+) -> Option<UniquePolicy> {
+    if mode.is_none() && window.is_none() && max_wait.is_none() {
+        return None;
+    }
+    Some(UniquePolicy {
+        mode: mode.unwrap_or_default(),
+        window,
+        max_wait,
+    })
 }
 
 /// Fills unset options from the runner `offload.toml` declares for the name.
@@ -209,6 +263,12 @@ struct Line {
     retry: Option<RetryPolicy>,
     #[serde(default)]
     webhook: Option<String>,
+    #[serde(default)]
+    depends_on: Vec<TaskId>,
+    #[serde(default)]
+    unique_key: Option<String>,
+    #[serde(default)]
+    unique: Option<UniquePolicy>,
 }
 
 /// A `"30s"` string or a number of seconds, as in the JSON API.
@@ -233,7 +293,7 @@ fn line_duration(
 }
 
 /// Reads one line into a task, or says what is wrong with it.
-fn parse_line(text: &str, config: &Config) -> Result<NewTask, String> {
+pub(crate) fn parse_line(text: &str, config: &Config) -> Result<NewTask, String> {
     let line: Line = serde_json::from_str(text).map_err(|e| {
         let full = e.to_string();
         let suffix = format!(" at line {} column {}", e.line(), e.column());
@@ -255,6 +315,9 @@ fn parse_line(text: &str, config: &Config) -> Result<NewTask, String> {
         tags: line.tags,
         metadata: line.metadata,
         webhook: line.webhook,
+        depends_on: line.depends_on,
+        unique_key: line.unique_key,
+        unique: line.unique,
     };
     let input = line.input.unwrap_or_else(|| serde_json::json!({}));
     let task = with_runner_defaults(NewTask::new(name, input).options(options), config);
@@ -328,7 +391,7 @@ async fn run_file(path: &Path, globals: &Globals) -> anyhow::Result<()> {
                 ids.len()
             )
         })?;
-        ids.extend(new_ids);
+        ids.extend(new_ids.into_iter().map(|e| e.id));
         bar.inc(u64::try_from(n).unwrap_or(u64::MAX));
     }
     bar.finish_and_clear();

@@ -1,13 +1,19 @@
-//! `offload get ID`: every field of one task, its error, progress and the
-//! history of its attempts.
+//! `offload get ID`: every field of one task, its error, progress, the
+//! history of its attempts and, while it waits, what it waits for.
 
 use std::fmt::Write as _;
 
-use offload::{Attempt, Task};
+use offload::{Attempt, Status, Task, TaskId};
 
 use crate::commands::parse_id;
 use crate::globals::Globals;
 use crate::output::{self, Table};
+use crate::tasks::Tasks;
+
+/// Most unmet dependencies `get` names (the count covers the rest).
+const MAX_NAMED: usize = 10;
+/// Most dependencies `get` looks up to explain a blocked task.
+const MAX_LOOKED_UP: usize = 100;
 
 /// Arguments of `offload get`.
 #[derive(Debug, clap::Args)]
@@ -19,19 +25,91 @@ pub(crate) struct GetArgs {
 /// Runs `offload get`.
 pub(crate) async fn run(args: GetArgs, globals: &Globals) -> anyhow::Result<()> {
     let id = parse_id(&args.id)?;
-    let (task, attempts) = globals.tasks().await?.get_with_attempts(id).await?;
+    let tasks = globals.tasks().await?;
+    let (task, attempts) = tasks.get_with_attempts(id).await?;
+    let waiting = waiting_for(&tasks, &task).await?;
     if globals.json {
         let mut value = serde_json::to_value(&task)?;
         if let Some(obj) = value.as_object_mut() {
             obj.insert("attempts".to_owned(), serde_json::to_value(&attempts)?);
+            if let Some(w) = &waiting {
+                obj.insert(
+                    "waiting_for".to_owned(),
+                    serde_json::Value::String(w.clone()),
+                );
+            }
         }
         return output::print_json(&value);
     }
-    output::print(&describe(&task, &attempts))
+    output::print(&describe(&task, &attempts, waiting))
+}
+
+/// Why a waiting task has not started, in one line (`None` once it has).
+async fn waiting_for(tasks: &Tasks, task: &Task) -> anyhow::Result<Option<String>> {
+    let now = chrono::Utc::now();
+    Ok(match task.status {
+        Status::Scheduled => Some(format!(
+            "its start time, {} (in {})",
+            output::time(task.run_at),
+            output::age(now, task.run_at)
+        )),
+        Status::Pending => Some(format!(
+            "a free worker of queue {:?} (ready since {})",
+            task.queue,
+            output::time(task.run_at.max(task.created_at))
+        )),
+        Status::Blocked => Some(blocked_on(tasks, task).await?),
+        _ => None,
+    })
+}
+
+/// The dependencies a blocked task still waits for.
+async fn blocked_on(tasks: &Tasks, task: &Task) -> anyhow::Result<String> {
+    let edges: Vec<(TaskId, bool)> = task
+        .depends_on
+        .iter()
+        .map(|id| (*id, true))
+        .chain(task.after.iter().map(|id| (*id, false)))
+        .collect();
+    let mut unmet = Vec::new();
+    for (id, must_succeed) in edges.iter().take(MAX_LOOKED_UP) {
+        let status = match tasks.get(*id).await {
+            Ok(dep) => dep.status,
+            // purged: it ended long ago
+            Err(_) => continue,
+        };
+        let met = if *must_succeed {
+            status == Status::Success
+        } else {
+            status.is_terminal()
+        };
+        if !met {
+            unmet.push(format!("{id} ({status})"));
+        }
+    }
+    let total = edges.len();
+    let looked = total.min(MAX_LOOKED_UP);
+    let mut line = if looked < total {
+        format!(
+            "dependencies: {} of the first {looked} of {total} have not ended as needed",
+            unmet.len()
+        )
+    } else {
+        format!("dependencies: {} of {total} not yet met", unmet.len())
+    };
+    if !unmet.is_empty() {
+        let shown: Vec<&str> = unmet.iter().take(MAX_NAMED).map(String::as_str).collect();
+        line.push_str(": ");
+        line.push_str(&shown.join(", "));
+        if unmet.len() > MAX_NAMED {
+            line.push_str(&format!(" and {} more", unmet.len() - MAX_NAMED));
+        }
+    }
+    Ok(line)
 }
 
 /// The task as `key: value` lines, then its attempts as a table.
-fn describe(task: &Task, attempts: &[Attempt]) -> String {
+fn describe(task: &Task, attempts: &[Attempt], waiting: Option<String>) -> String {
     let now = chrono::Utc::now();
     let json = |v: &serde_json::Value| serde_json::to_string(v).unwrap_or_default();
     let mut rows: Vec<(&str, String)> = vec![
@@ -90,6 +168,28 @@ fn describe(task: &Task, attempts: &[Attempt]) -> String {
         ("finished_at", output::opt_time(task.finished_at)),
         ("updated_at", output::time(task.updated_at)),
     ];
+    let ids = |ids: &[TaskId]| {
+        let shown: Vec<String> = ids.iter().take(MAX_NAMED).map(|i| i.to_string()).collect();
+        match ids.len() {
+            n if n > MAX_NAMED => format!("{} and {} more", shown.join(", "), n - MAX_NAMED),
+            _ => shown.join(", "),
+        }
+    };
+    if let Some(w) = waiting {
+        rows.insert(4, ("waiting_for", w));
+    }
+    if !task.depends_on.is_empty() {
+        rows.push(("depends_on", ids(&task.depends_on)));
+    }
+    if !task.after.is_empty() {
+        rows.push(("after", ids(&task.after)));
+    }
+    if let Some(g) = task.group_id {
+        rows.push(("group_id", g.to_string()));
+    }
+    if let Some(k) = &task.unique_key {
+        rows.push(("unique_key", k.clone()));
+    }
     if let Some(w) = &task.worker_id {
         rows.push(("worker_id", w.clone()));
     }

@@ -109,7 +109,10 @@ pub(crate) async fn run(args: ServeArgs, globals: &Globals) -> anyhow::Result<()
             } else {
                 "offload.toml declares no runner"
             };
-            let builder = offload::Worker::builder(client.store().clone()).maintenance_only();
+            let mut builder = offload::Worker::builder(client.store().clone()).maintenance_only();
+            for schedule in globals.config.schedules() {
+                builder = builder.schedule(schedule);
+            }
             (
                 builder,
                 format!("no tasks run here ({why}); maintenance only"),

@@ -138,6 +138,9 @@ pub(crate) fn build(
     for (name, runner) in runners {
         builder = builder.runner_arc(name, runner);
     }
+    for schedule in config.schedules() {
+        builder = builder.schedule(schedule);
+    }
     Some((builder, summary))
 }
 

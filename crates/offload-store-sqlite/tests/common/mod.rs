@@ -47,6 +47,9 @@ pub async fn insert_n(store: &SqliteStore, queue: &str, n: usize) -> Vec<TaskId>
         .task_insert_many(&TaskInsertParams { tasks, now: now() })
         .await
         .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect()
 }
 
 pub fn claim_params(queue: &str, limit: u32, at: DateTime<Utc>) -> TaskClaimParams {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use offload_store::{Clock, Store, SystemClock};
 use offload_types::{
     DEFAULT_EVENT_RETENTION, DEFAULT_LEASE, DEFAULT_QUEUE, DEFAULT_RETENTION, MAX_DURATION,
+    Schedule,
 };
 
 use super::Worker;
@@ -65,6 +66,8 @@ pub struct WorkerBuilder {
     retention: Duration,
     event_retention: Duration,
     claim_batch: usize,
+    schedules: Vec<Schedule>,
+    scheduler: bool,
 }
 
 impl WorkerBuilder {
@@ -89,7 +92,41 @@ impl WorkerBuilder {
             retention: DEFAULT_RETENTION,
             event_retention: DEFAULT_EVENT_RETENTION,
             claim_batch: DEFAULT_CLAIM_BATCH,
+            schedules: Vec::new(),
+            scheduler: true,
         }
+    }
+
+    /// Stores `schedule` when the worker starts (keeping its next tick and
+    /// an operator's pause if it exists unchanged; see
+    /// [`Client::put_schedule`](crate::Client::put_schedule)). Every
+    /// worker's scheduler enqueues the ticks of every stored schedule, each
+    /// tick once however many workers run.
+    ///
+    /// ```no_run
+    /// # async fn demo(store: std::sync::Arc<dyn offload::Store>) -> offload::Result<()> {
+    /// use offload::{Schedule, Worker};
+    /// # struct Cleanup;
+    /// # #[offload::async_trait]
+    /// # impl offload::Runner for Cleanup {
+    /// #     async fn run(&self, _: &offload::Task, _: &offload::Context, _: &offload::Controller) -> Result<serde_json::Value, offload::TaskError> { Ok(serde_json::Value::Null) }
+    /// # }
+    /// let worker = Worker::builder(store)
+    ///     .runner("cleanup", Cleanup)
+    ///     .schedule(Schedule::new("nightly-cleanup", "0 3 * * *", "cleanup").time_zone("Europe/Berlin"))
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn schedule(mut self, schedule: Schedule) -> Self {
+        self.schedules.push(schedule);
+        self
+    }
+
+    /// Runs no scheduler in this worker (another process enqueues the
+    /// ticks of stored schedules).
+    pub fn without_scheduler(mut self) -> Self {
+        self.scheduler = false;
+        self
     }
 
     /// Registers the runner for task name `name`.
@@ -310,6 +347,10 @@ impl WorkerBuilder {
         if self.claim_batch == 0 {
             return Err(Error::Config("claim_batch must be at least 1".into()));
         }
+        for s in &self.schedules {
+            s.validate()
+                .map_err(|e| Error::Config(format!("schedule {:?}: {e}", s.name)))?;
+        }
         let worker_id = self.worker_id.unwrap_or_else(|| {
             let random = uuid::Uuid::new_v4().simple().to_string();
             format!("worker-{}-{}", std::process::id(), &random[..6])
@@ -337,6 +378,8 @@ impl WorkerBuilder {
                 worker_id,
                 config,
             )),
+            schedules: self.schedules,
+            scheduler: self.scheduler,
         })
     }
 }

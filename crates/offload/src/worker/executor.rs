@@ -92,7 +92,7 @@ async fn run_attempt(
         .cloned()
         .collect();
     let decision = Arc::new(DecisionSlot::default());
-    let ctx = shared.context();
+    let ctx = shared.context().for_task(&task);
     let ctl = Controller::new(
         shared.store.clone(),
         shared.clock.clone(),

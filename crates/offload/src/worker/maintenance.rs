@@ -1,6 +1,8 @@
 //! Maintenance, run only by the elected leader: rescue of expired leases
-//! (every maintenance interval) and retention: pruning terminal tasks,
-//! old events and expired idempotency keys.
+//! (every maintenance interval), retention (pruning terminal tasks, old
+//! events and expired idempotency keys) and, as often as retention, the
+//! safety net of dependencies (settling blocked tasks a lost race or a
+//! crash left blocked).
 //! Every worker takes part in the election each interval; a failed
 //! election call is logged and tried again with back-off (never longer
 //! than the interval), so a database restart costs at most a few rounds.
@@ -10,7 +12,7 @@ use std::time::Duration;
 
 use offload_store::{
     LeaderElectParams, LeaderResignParams, PurgeBeforeParams, StoreResult, TaskFilter,
-    TaskPurgeParams, TaskRescueParams,
+    TaskPurgeParams, TaskRescueParams, TaskResolveParams,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -54,6 +56,7 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                 rescue(&shared).await;
                 if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
                     prune(&shared).await;
+                    resolve_blocked(&shared).await;
                     last_prune = Some(tokio::time::Instant::now());
                 }
                 interval
@@ -113,6 +116,32 @@ async fn rescue(shared: &Shared) {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "rescue failed");
+                return;
+            }
+        }
+    }
+}
+
+async fn resolve_blocked(shared: &Shared) {
+    let params = TaskResolveParams {
+        limit: BATCH,
+        now: shared.clock.now(),
+    };
+    for _ in 0..MAX_ROUNDS {
+        match shared.store.task_resolve_blocked(&params).await {
+            Ok(n) => {
+                if n > 0 {
+                    tracing::warn!(
+                        settled = n,
+                        "settled blocked tasks whose dependencies had ended"
+                    );
+                }
+                if n < u64::from(BATCH) {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "settling blocked tasks failed");
                 return;
             }
         }

@@ -3,7 +3,8 @@
 //! runs each attempt, the [`heartbeat`] renews leases and relays abort
 //! requests, the [`completer`] writes outcomes back in batches, and
 //! [`maintenance`] (on the elected leader only) rescues expired leases and
-//! prunes old tasks.
+//! prunes old tasks, and the [`scheduler`] enqueues the ticks of cron
+//! schedules.
 //!
 //! None of the loops ends because the store failed: a failed call (the
 //! database restarted, a connection was cut) is logged and tried again
@@ -17,6 +18,7 @@ pub(crate) use executor::later;
 mod heartbeat;
 mod maintenance;
 mod producer;
+mod scheduler;
 mod shared;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -34,6 +36,7 @@ pub use builder::{
     DEFAULT_POLL_INTERVAL, DEFAULT_SHUTDOWN_GRACE, MAX_CONCURRENCY, MAX_LEASE, MIN_LEASE,
     WorkerBuilder,
 };
+pub use scheduler::SCHEDULER_TICK;
 pub use shared::WorkerStats;
 
 use crate::{Error, Result};
@@ -65,6 +68,8 @@ use shared::Shared;
 /// ```
 pub struct Worker {
     shared: Arc<Shared>,
+    schedules: Vec<offload_types::Schedule>,
+    scheduler: bool,
 }
 
 impl std::fmt::Debug for Worker {
@@ -89,6 +94,14 @@ impl Worker {
     /// Starts every loop on the current tokio runtime.
     pub fn start(self) -> WorkerHandle {
         let shared = self.shared;
+        let services_stop_for_scheduler = CancellationToken::new();
+        let scheduler = self.scheduler.then(|| {
+            tokio::spawn(scheduler::run(
+                shared.clone(),
+                self.schedules,
+                services_stop_for_scheduler.clone(),
+            ))
+        });
         let producers_stop = CancellationToken::new();
         let services_stop = CancellationToken::new();
         let executors = TaskTracker::new();
@@ -122,6 +135,8 @@ impl Worker {
             heartbeat,
             maintenance,
             completer,
+            scheduler,
+            scheduler_stop: services_stop_for_scheduler,
         }
     }
 
@@ -143,6 +158,8 @@ pub struct WorkerHandle {
     heartbeat: JoinHandle<()>,
     maintenance: JoinHandle<()>,
     completer: JoinHandle<()>,
+    scheduler: Option<JoinHandle<()>>,
+    scheduler_stop: CancellationToken,
 }
 
 impl std::fmt::Debug for WorkerHandle {
@@ -173,6 +190,9 @@ impl WorkerHandle {
         tracing::info!(worker = %self.shared.worker_id, running = self.shared.running_count(), "worker shutting down");
         self.shared.begin_shutdown();
         self.producers_stop.cancel();
+        // no new ticks once shutdown starts; a tick not yet handled stays
+        // due for the other schedulers
+        self.scheduler_stop.cancel();
         // every step runs even if an earlier one failed; the first error is returned
         let mut first_error = None;
         for p in self.producers {
@@ -218,6 +238,9 @@ impl WorkerHandle {
             &mut first_error,
             join("maintenance", self.maintenance).await,
         );
+        if let Some(scheduler) = self.scheduler {
+            keep_first(&mut first_error, join("scheduler", scheduler).await);
+        }
         tracing::info!(worker = %self.shared.worker_id, "worker stopped");
         first_error.map_or(Ok(()), Err)
     }

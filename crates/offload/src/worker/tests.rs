@@ -115,7 +115,10 @@ impl Store for FlakyStore {
         self.faults.heartbeat.check()?;
         self.inner.task_heartbeat_many(p).await
     }
-    async fn task_insert_many(&self, p: &TaskInsertParams) -> StoreResult<Vec<TaskId>> {
+    async fn task_insert_many(
+        &self,
+        p: &TaskInsertParams,
+    ) -> StoreResult<Vec<offload_types::Enqueued>> {
         self.inner.task_insert_many(p).await
     }
     async fn task_list(&self, p: &TaskListParams) -> StoreResult<TaskPage> {
@@ -141,6 +144,9 @@ impl Store for FlakyStore {
     }
     async fn task_import(&self, p: &TaskImportParams) -> StoreResult<TaskImportResult> {
         self.inner.task_import(p).await
+    }
+    async fn task_resolve_blocked(&self, p: &offload_store::TaskResolveParams) -> StoreResult<u64> {
+        self.inner.task_resolve_blocked(p).await
     }
     async fn task_retry(&self, p: &TaskRetryParams) -> StoreResult<Task> {
         self.inner.task_retry(p).await
