@@ -10,12 +10,7 @@ use crate::events::*;
 use crate::params::*;
 use crate::schedules::*;
 use crate::webhooks::*;
-use crate::{Notifier, StoreError, StoreResult};
-
-/// The answer of a store that does not keep schedules yet.
-fn unsupported() -> StoreError {
-    StoreError::Unavailable("this store does not keep schedules".to_owned())
-}
+use crate::{Notifier, StoreResult};
 
 /// What a backend can do; core code branches on these, never on a name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -201,43 +196,26 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores a schedule, or replaces the definition of the one with its
     /// name (see [`SchedulePutParams`] for what is kept); returns it as stored.
-    async fn schedule_put(&self, params: &SchedulePutParams) -> StoreResult<ScheduleRecord> {
-        let _ = params;
-        Err(unsupported())
-    }
+    async fn schedule_put(&self, params: &SchedulePutParams) -> StoreResult<ScheduleRecord>;
 
     /// One schedule by name, or `None`.
-    async fn schedule_get(&self, name: &str) -> StoreResult<Option<ScheduleRecord>> {
-        let _ = name;
-        Err(unsupported())
-    }
+    async fn schedule_get(&self, name: &str) -> StoreResult<Option<ScheduleRecord>>;
 
     /// Every schedule, by name.
-    async fn schedule_list(&self) -> StoreResult<Vec<ScheduleRecord>> {
-        Err(unsupported())
-    }
+    async fn schedule_list(&self) -> StoreResult<Vec<ScheduleRecord>>;
 
     /// Pauses or resumes a schedule; `None` if there is none with the name.
     async fn schedule_pause(
         &self,
         params: &SchedulePauseParams,
-    ) -> StoreResult<Option<ScheduleRecord>> {
-        let _ = params;
-        Err(unsupported())
-    }
+    ) -> StoreResult<Option<ScheduleRecord>>;
 
     /// Deletes a schedule (not its tasks); `false` if there was none.
-    async fn schedule_delete(&self, name: &str) -> StoreResult<bool> {
-        let _ = name;
-        Err(unsupported())
-    }
+    async fn schedule_delete(&self, name: &str) -> StoreResult<bool>;
 
     /// Active schedules whose next tick is at or before `params.now`,
     /// earliest first.
-    async fn schedule_due(&self, params: &ScheduleDueParams) -> StoreResult<Vec<ScheduleRecord>> {
-        let _ = params;
-        Err(unsupported())
-    }
+    async fn schedule_due(&self, params: &ScheduleDueParams) -> StoreResult<Vec<ScheduleRecord>>;
 
     /// Handles one due tick: if the schedule exists, is active and its
     /// stored next tick is still `params.expected`, moves it to
@@ -245,10 +223,7 @@ pub trait Store: Send + Sync + 'static {
     /// and `last_task_id` when a task is given, and inserts that task — all
     /// in one commit; otherwise changes nothing and answers
     /// [`ScheduleFired::Lost`].
-    async fn schedule_fire(&self, params: &ScheduleFireParams) -> StoreResult<ScheduleFired> {
-        let _ = params;
-        Err(unsupported())
-    }
+    async fn schedule_fire(&self, params: &ScheduleFireParams) -> StoreResult<ScheduleFired>;
 
     // ------------------------------------------------------------ token
 

@@ -145,6 +145,39 @@ impl Store for FlakyStore {
     async fn task_import(&self, p: &TaskImportParams) -> StoreResult<TaskImportResult> {
         self.inner.task_import(p).await
     }
+    async fn schedule_put(
+        &self,
+        p: &offload_store::SchedulePutParams,
+    ) -> StoreResult<offload_store::ScheduleRecord> {
+        self.inner.schedule_put(p).await
+    }
+    async fn schedule_get(&self, name: &str) -> StoreResult<Option<offload_store::ScheduleRecord>> {
+        self.inner.schedule_get(name).await
+    }
+    async fn schedule_list(&self) -> StoreResult<Vec<offload_store::ScheduleRecord>> {
+        self.inner.schedule_list().await
+    }
+    async fn schedule_pause(
+        &self,
+        p: &offload_store::SchedulePauseParams,
+    ) -> StoreResult<Option<offload_store::ScheduleRecord>> {
+        self.inner.schedule_pause(p).await
+    }
+    async fn schedule_delete(&self, name: &str) -> StoreResult<bool> {
+        self.inner.schedule_delete(name).await
+    }
+    async fn schedule_due(
+        &self,
+        p: &offload_store::ScheduleDueParams,
+    ) -> StoreResult<Vec<offload_store::ScheduleRecord>> {
+        self.inner.schedule_due(p).await
+    }
+    async fn schedule_fire(
+        &self,
+        p: &offload_store::ScheduleFireParams,
+    ) -> StoreResult<offload_store::ScheduleFired> {
+        self.inner.schedule_fire(p).await
+    }
     async fn task_resolve_blocked(&self, p: &offload_store::TaskResolveParams) -> StoreResult<u64> {
         self.inner.task_resolve_blocked(p).await
     }

@@ -120,6 +120,19 @@ pub(crate) struct Settings {
     batch: u64,
     timeout: Duration,
     workloads: Vec<String>,
+    /// Tasks delayed by a day, standing in the queue during each workload.
+    backlog_delayed: u64,
+    /// Tasks blocked on a delayed one, standing in the queue likewise.
+    backlog_blocked: u64,
+}
+
+impl Settings {
+    /// How many backlog tasks stand in the queue (a blocked backlog waits
+    /// on a delayed task, made if no delayed backlog was asked for).
+    pub(crate) fn backlog(&self) -> u64 {
+        let gate = u64::from(self.backlog_blocked > 0 && self.backlog_delayed == 0);
+        self.backlog_delayed + self.backlog_blocked + gate
+    }
 }
 
 impl Settings {
@@ -150,6 +163,8 @@ impl Settings {
             .map(|w| w.trim().to_owned())
             .filter(|w| !w.is_empty())
             .collect(),
+            backlog_delayed: num("BENCH_BACKLOG_DELAYED", "0")?,
+            backlog_blocked: num("BENCH_BACKLOG_BLOCKED", "0")?,
         };
         if settings.concurrency == 0 || settings.batch == 0 {
             return Err(Failure::usage(

@@ -13,6 +13,11 @@
 //!   wall-clock time taken just before its call; nearest-rank p50 and p99
 //!   of what the runner measured.
 //!
+//! With `BENCH_BACKLOG_DELAYED` / `BENCH_BACKLOG_BLOCKED`, that many
+//! tasks delayed by a day, and blocked on one of those, are inserted (not
+//! timed) into the bench's queue after each reset: the standing backlog a
+//! busy queue carries, which must not slow the ready work.
+//!
 //! Each workload but `drain` first deletes the bench's data, as the peers
 //! do: in the temp folder it starts over with a fresh database file; on
 //! PostgreSQL with a fresh schema; in a SQLite database given with
@@ -97,13 +102,45 @@ impl<'a> Bench<'a> {
     /// a given database.
     async fn reset(&mut self) -> anyhow::Result<()> {
         if let Target::Given(_) = self.target {
-            return clean(self.client()?).await;
+            clean(self.client()?).await?;
+        } else {
+            // closes the store: its writer thread stops, its wake-up socket goes
+            // (PostgreSQL: its pool and listener close)
+            self.client = None;
+            self.target.fresh().await?;
+            self.client = Some(connect(&self.url).await?);
         }
-        // closes the store: its writer thread stops, its wake-up socket goes
-        // (PostgreSQL: its pool and listener close)
-        self.client = None;
-        self.target.fresh().await?;
-        self.client = Some(connect(&self.url).await?);
+        self.backlog().await
+    }
+
+    /// Inserts the standing backlog (untimed): delayed tasks, and blocked
+    /// tasks that depend on the first of them.
+    async fn backlog(&self) -> anyhow::Result<()> {
+        let s = self.settings;
+        if s.backlog() == 0 {
+            return Ok(());
+        }
+        let client = self.client()?;
+        let later = options().run_at(chrono::Utc::now() + chrono::Duration::days(1));
+        let delayed = s.backlog_delayed.max(u64::from(s.backlog_blocked > 0));
+        let gate = NewTask::new(TASK_NAME, json!({ "backlog": 0 })).options(later.clone());
+        let gate_id = gate.id;
+        let mut batch = vec![gate];
+        let blocked = options().depends_on(gate_id);
+        let all = (1..delayed)
+            .map(|i| NewTask::new(TASK_NAME, json!({ "backlog": i })).options(later.clone()))
+            .chain((0..s.backlog_blocked).map(|i| {
+                NewTask::new(TASK_NAME, json!({ "blocked": i })).options(blocked.clone())
+            }));
+        for task in all {
+            batch.push(task);
+            if batch.len() as u64 >= s.batch {
+                client.trigger_many(std::mem::take(&mut batch)).await?;
+            }
+        }
+        if !batch.is_empty() {
+            client.trigger_many(batch).await?;
+        }
         Ok(())
     }
 
@@ -166,10 +203,10 @@ impl<'a> Bench<'a> {
             )),
         }
         let queued = unfinished(self.client()?).await?;
-        if queued != s.n {
+        if queued != s.n + s.backlog() {
             self.out.note(&format!(
                 "workload=bulk_enqueue queued={queued} expected={}",
-                s.n
+                s.n + s.backlog()
             ));
         }
         self.out
@@ -180,7 +217,7 @@ impl<'a> Bench<'a> {
     async fn drain(&mut self) -> anyhow::Result<()> {
         let s = self.settings;
         // drains what bulk_enqueue left (enqueues it again if it was skipped)
-        if unfinished(self.client()?).await? != s.n {
+        if unfinished(self.client()?).await? != s.n + s.backlog() {
             self.reset().await?;
             self.enqueue_all(&mut 0).await?;
         }
