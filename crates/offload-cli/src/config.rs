@@ -29,6 +29,13 @@
 //! task = "cleanup"
 //! input = { older_than = "30d" }
 //! missed = "run_once"             # or skip (default)
+//!
+//! [limits.name.send_email]        # or [limits.queue.QUEUE]
+//! rate = "10/s"
+//! concurrency = 20
+//! key = "customer_id"             # with key_concurrency: per input value
+//! key_concurrency = 1
+//! max_queued_per_key = 1000       # waiting tasks per fairness key
 //! ```
 //!
 //! Every key is optional. A problem is reported as one [`ConfigError`]
@@ -44,7 +51,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use offload::{MissedTicks, NewTask, Schedule, TaskOptions};
+use offload::{Limit, LimitScope, MissedTicks, NewTask, Rate, Schedule, TaskOptions};
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
@@ -70,6 +77,59 @@ pub(crate) struct Config {
     /// Cron schedules by name, stored by `offload worker` and `offload serve` at start.
     #[serde(default)]
     pub(crate) schedules: BTreeMap<String, Spanned<ScheduleConfig>>,
+    /// Limits by task name and by queue, stored by `offload worker` and `offload serve` at start.
+    #[serde(default)]
+    pub(crate) limits: LimitsConfig,
+}
+
+/// `[limits.name.NAME]` and `[limits.queue.QUEUE]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LimitsConfig {
+    /// By task name.
+    #[serde(default)]
+    pub(crate) name: BTreeMap<String, Spanned<LimitConfig>>,
+    /// By queue.
+    #[serde(default)]
+    pub(crate) queue: BTreeMap<String, Spanned<LimitConfig>>,
+}
+
+/// One limit's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LimitConfig {
+    #[serde(default)]
+    concurrency: Option<u32>,
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    key_concurrency: Option<u32>,
+    #[serde(default)]
+    rate: Option<String>,
+    #[serde(default)]
+    max_queued_per_key: Option<u32>,
+}
+
+impl LimitConfig {
+    fn limit(&self, scope: LimitScope, target: &str) -> Result<Limit, String> {
+        let rate = self
+            .rate
+            .as_deref()
+            .map(str::parse::<Rate>)
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let limit = Limit {
+            scope,
+            target: target.to_owned(),
+            concurrency: self.concurrency,
+            key: self.key.clone(),
+            key_concurrency: self.key_concurrency,
+            rate,
+            max_queued_per_key: self.max_queued_per_key,
+        };
+        limit.validate().map_err(|e| e.to_string())?;
+        Ok(limit)
+    }
 }
 
 /// `[schedules.NAME]`: a cron schedule.
@@ -281,6 +341,32 @@ impl Config {
         }
     }
 
+    /// Every `[limits.*.*]`, with where it is written, checked at load.
+    fn limit_entries(&self) -> Vec<(String, Range<usize>, Result<Limit, String>)> {
+        let mut out = Vec::new();
+        for (scope, table) in [
+            (LimitScope::Name, &self.limits.name),
+            (LimitScope::Queue, &self.limits.queue),
+        ] {
+            for (target, l) in table {
+                out.push((
+                    format!("[limits.{}.{target}]", scope.as_str()),
+                    l.span(),
+                    l.get_ref().limit(scope, target),
+                ));
+            }
+        }
+        out
+    }
+
+    /// Every limit of `offload.toml`.
+    pub(crate) fn limits(&self) -> Vec<Limit> {
+        self.limit_entries()
+            .into_iter()
+            .filter_map(|(_, _, l)| l.ok())
+            .collect()
+    }
+
     /// Every `[schedules.NAME]`, checked at load.
     pub(crate) fn schedules(&self) -> Vec<Schedule> {
         self.schedules
@@ -291,6 +377,16 @@ impl Config {
 
     /// The rules serde cannot express.
     fn check(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        for (table, span, limit) in self.limit_entries() {
+            if let Err(m) = limit {
+                return Err(ConfigError::at(
+                    path,
+                    text,
+                    Some(span),
+                    format!("{table} {m}"),
+                ));
+            }
+        }
         for (name, schedule) in &self.schedules {
             if let Err(m) = schedule.get_ref().schedule(name) {
                 return Err(ConfigError::at(

@@ -83,6 +83,9 @@ enum Command {
     /// Cron schedules: add, list (with next run times), pause, resume, delete.
     #[command(after_help = commands::schedules::SCHEDULES_HELP)]
     Schedules(commands::schedules::SchedulesArgs),
+    /// Flow-control limits: concurrency, per-key concurrency, rate, quota per fairness key.
+    #[command(after_help = commands::limits::LIMITS_HELP)]
+    Limits(commands::limits::LimitsArgs),
     /// API tokens for `offload serve`: create, list, delete.
     Tokens(commands::tokens::TokensArgs),
     /// Webhook subscriptions and their deliveries: add, list, deliveries, delete, secret.
@@ -142,6 +145,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Store(args) => commands::store::run(args, &globals).await,
         Command::Groups(args) => commands::groups::run(args, &globals).await,
         Command::Schedules(args) => commands::schedules::run(args, &globals).await,
+        Command::Limits(args) => commands::limits::run(args, &globals).await,
         Command::Tokens(args) => commands::tokens::run(args, &globals).await,
         Command::Audit(args) => commands::audit::run(args, &globals).await,
         Command::Webhooks(args) => commands::webhooks::run(args, &globals).await,

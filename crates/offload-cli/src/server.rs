@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use offload::{
-    Attempt, EnqueueOutcome, Enqueued, GroupStatus, NewTask, Schedule, ScheduleRecord, Task,
-    TaskFilter, TaskId, TaskListParams, TaskPage,
+    Attempt, EnqueueOutcome, Enqueued, GroupStatus, Limit, LimitRecord, LimitScope, NewTask,
+    Schedule, ScheduleRecord, Task, TaskFilter, TaskId, TaskListParams, TaskPage,
 };
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
@@ -204,6 +204,36 @@ impl ServerClient {
             .request(Method::POST, &format!("/v1/groups/{id}/abort"))
             .query(&reason_query(reason));
         self.call(req).await
+    }
+
+    /// `POST /v1/limits`.
+    pub(crate) async fn set_limit(&self, limit: &Limit) -> anyhow::Result<LimitRecord> {
+        self.call(self.request(Method::POST, "/v1/limits").json(limit))
+            .await
+    }
+
+    /// `GET /v1/limits`.
+    pub(crate) async fn limits(&self) -> anyhow::Result<Vec<LimitRecord>> {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            limits: Vec<LimitRecord>,
+        }
+        let page: Page = self.call(self.request(Method::GET, "/v1/limits")).await?;
+        Ok(page.limits)
+    }
+
+    /// `DELETE /v1/limits/{scope}/{target}`.
+    pub(crate) async fn delete_limit(
+        &self,
+        scope: LimitScope,
+        target: &str,
+        reason: Option<String>,
+    ) -> anyhow::Result<()> {
+        let path = format!("/v1/limits/{}/{}", scope.as_str(), path_segment(target));
+        let req = self
+            .request(Method::DELETE, &path)
+            .query(&reason_query(reason));
+        self.send(req).await.map(|_| ())
     }
 
     /// `POST /v1/schedules`.

@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use offload::{
-    Attempt, AuditEntry, Client, Enqueued, GroupStatus, NewTask, Notification, Schedule,
-    ScheduleRecord, Task, TaskFilter, TaskId, TaskListParams, TaskPage,
+    Attempt, AuditEntry, Client, Enqueued, GroupStatus, Limit, LimitRecord, LimitScope, NewTask,
+    Notification, Schedule, ScheduleRecord, Task, TaskFilter, TaskId, TaskListParams, TaskPage,
 };
 use tokio::sync::broadcast::{self, error::RecvError};
 
@@ -160,6 +160,53 @@ impl Tasks {
                 Ok(())
             }
             Tasks::Server(s) => s.delete_schedule(name, reason).await,
+        }
+    }
+
+    /// Sets a limit (recorded in the audit log).
+    pub(crate) async fn set_limit(
+        &self,
+        limit: Limit,
+        reason: Option<String>,
+    ) -> anyhow::Result<LimitRecord> {
+        match self {
+            Tasks::Store(c) => {
+                let target = format!("{}:{}", limit.scope.as_str(), limit.target);
+                let record = c.set_limit(limit).await?;
+                let entry = AuditEntry::new(LOCAL_ACTOR, "limit.set").target(target);
+                audit(c, entry.reason(reason)).await;
+                Ok(record)
+            }
+            Tasks::Server(s) => s.set_limit(&limit).await,
+        }
+    }
+
+    /// Every limit.
+    pub(crate) async fn limits(&self) -> anyhow::Result<Vec<LimitRecord>> {
+        match self {
+            Tasks::Store(c) => Ok(c.limits().await?),
+            Tasks::Server(s) => s.limits().await,
+        }
+    }
+
+    /// Deletes a limit (recorded in the audit log); an error if there is none.
+    pub(crate) async fn delete_limit(
+        &self,
+        scope: LimitScope,
+        target: &str,
+        reason: Option<String>,
+    ) -> anyhow::Result<()> {
+        match self {
+            Tasks::Store(c) => {
+                if !c.delete_limit(scope, target).await? {
+                    anyhow::bail!("no limit for {} {target:?}", scope.as_str());
+                }
+                let entry = AuditEntry::new(LOCAL_ACTOR, "limit.delete")
+                    .target(format!("{}:{target}", scope.as_str()));
+                audit(c, entry.reason(reason)).await;
+                Ok(())
+            }
+            Tasks::Server(s) => s.delete_limit(scope, target, reason).await,
         }
     }
 

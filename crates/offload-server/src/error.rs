@@ -25,6 +25,7 @@ use serde::de::DeserializeOwned;
 /// | 413 | `payload_too_large` | the body is over the limit |
 /// | 415 | `unsupported_media_type` | the body is not `application/json` |
 /// | 422 | `invalid_input` | well-formed JSON that breaks a rule (names `field`) |
+/// | 429 | `quota_exceeded` | a fairness key holds as many waiting tasks as its limit allows (`Retry-After`) |
 /// | 503 | `unavailable` | the store cannot be reached; retrying may help |
 /// | 500 | `internal` | anything else (details are logged, not sent) |
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,9 +97,20 @@ impl IntoResponse for ApiError {
                 field: self.field.as_deref(),
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static(QUOTA_RETRY_AFTER),
+            );
+        }
+        response
     }
 }
+
+/// The `Retry-After` (seconds) of a 429: a hint; the queue drains at the
+/// workers' pace, so a client backs off and tries again.
+const QUOTA_RETRY_AFTER: &str = "1";
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
@@ -111,6 +123,9 @@ impl From<Error> for ApiError {
                 e.to_string(),
             ),
             Error::LeaseLost(_) => Self::new(StatusCode::CONFLICT, "lease_lost", e.to_string()),
+            Error::Store(StoreError::QuotaExceeded(m)) => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", m)
+            }
             Error::Store(StoreError::InvalidTransition { .. } | StoreError::Conflict(_)) => {
                 Self::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }

@@ -16,6 +16,7 @@
 //! | `POST /v1/groups/{id}/abort` | abort a group's callback and unfinished members |
 //! | `GET/POST /v1/schedules`, `GET/DELETE /v1/schedules/{name}` | cron schedules, with their next run times |
 //! | `POST /v1/schedules/{name}/pause`, `/resume` | pause or resume a schedule |
+//! | `GET/POST /v1/limits`, `DELETE /v1/limits/{scope}/{target}` | flow-control limits (concurrency, per-key concurrency, rate, quota per fairness key) |
 //! | `POST /v1/purge` | delete finished tasks by status, name, queue, tag, age |
 //! | `GET /v1/queues` | task counts by queue and status |
 //! | `GET /v1/events` | task events: Server-Sent Events (live, resumable) or JSON pages |
@@ -49,6 +50,7 @@ mod error;
 mod events;
 mod groups;
 mod health;
+mod limits;
 mod metrics;
 mod remote;
 mod schedules;
@@ -153,6 +155,8 @@ pub fn router_with(client: Client, metrics: Metrics, config: &ApiConfig) -> Rout
         .routes(routes!(schedules::get, schedules::delete))
         .routes(routes!(schedules::pause))
         .routes(routes!(schedules::resume))
+        .routes(routes!(limits::list, limits::put))
+        .routes(routes!(limits::delete))
         .routes(routes!(events::events))
         .routes(routes!(access::list_tokens, access::create_token))
         .routes(routes!(access::delete_token))

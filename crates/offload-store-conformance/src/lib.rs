@@ -3,7 +3,8 @@
 //! `docs/architecture.md` ("The storage contract"): batches, claims and their
 //! order, leases and fencing, rescue, every finish outcome, management
 //! calls, copying (export and import), leadership, notifications,
-//! dependencies between tasks, unique keys, cron schedules, and a
+//! dependencies between tasks, unique keys, cron schedules, limits
+//! (concurrency, per-key concurrency, rate), fairness and quotas, and a
 //! property test that no sequence of public operations reaches an illegal
 //! transition.
 //!
@@ -42,6 +43,7 @@ pub mod idempotency;
 pub mod leader;
 pub mod lease;
 pub mod lifecycle;
+pub mod limits;
 pub mod notify;
 pub mod schedules;
 pub mod task_claim;
@@ -228,6 +230,25 @@ macro_rules! suite {
                 schedule_fire_failed_insert_changes_nothing,
                 schedule_fire_racing_calls_fire_once,
                 schedule_fire_consecutive_ticks_one_task_each,
+            }
+            limits {
+                limit_put_list_delete_round_trip,
+                limit_none_claims_as_before,
+                limit_concurrency_per_name,
+                limit_concurrency_per_queue,
+                limit_name_and_queue_limits_both_apply,
+                limit_key_concurrency_per_input_value,
+                limit_skipped_candidates_do_not_block_others,
+                limit_rate_caps_starts_per_period,
+                limit_concurrent_claimers_never_exceed_limits,
+                limit_cache_other_handle_within_ttl_own_at_once,
+                fairness_round_robin_across_keys,
+                fairness_keyless_share_a_bucket_and_order_holds_within_a_key,
+                fairness_with_a_limit_skips_blocked_keys,
+                fairness_key_reads_back_and_survives_copy,
+                quota_caps_waiting_tasks_per_fairness_key,
+                quota_of_a_name_counts_across_queues,
+                quota_set_applies_to_the_next_insert,
             }
             lifecycle {
                 lifecycle_has_no_illegal_transition,

@@ -21,7 +21,7 @@ use crate::error::{corrupt, map};
 /// The task columns, in the order [`task`] reads them, each prefixed with
 /// `alias.` when an alias is given.
 pub(crate) fn task_columns(alias: &str) -> String {
-    const COLUMNS: [&str; 29] = [
+    const COLUMNS: [&str; 30] = [
         "id",
         "name",
         "queue",
@@ -51,6 +51,7 @@ pub(crate) fn task_columns(alias: &str) -> String {
         "after",
         "group_id",
         "unique_key",
+        "fairness_key",
     ];
     COLUMNS
         .iter()
@@ -131,6 +132,7 @@ pub(crate) fn task(row: &PgRow) -> StoreResult<Task> {
         after: id_list("after", get(row, 26)?)?,
         group_id: get::<Option<Uuid>>(row, 27)?.map(TaskId),
         unique_key: get(row, 28)?,
+        fairness_key: get(row, 29)?,
         abort_requested_at: get(row, 16)?,
         // The column keeps the last attempt's worker; a task shows who
         // holds its lease, so only while running.
@@ -210,6 +212,8 @@ pub(crate) struct NewRows {
     pub(crate) metadata: Vec<Option<Value>>,
     /// The `webhook` option (`None`: none).
     pub(crate) webhooks: Vec<Option<String>>,
+    /// The `fairness_key` option (`None`: none).
+    pub(crate) fairness_keys: Vec<Option<String>>,
 }
 
 impl NewRows {
@@ -241,6 +245,7 @@ impl NewRows {
             .push((!o.tags.is_empty()).then(|| json(&o.tags)).transpose()?);
         self.metadata.push(o.metadata.clone());
         self.webhooks.push(o.webhook.clone());
+        self.fairness_keys.push(o.fairness_key.clone());
         Ok(())
     }
 }

@@ -105,6 +105,7 @@ fn check(i: usize, r: &TaskRecord) -> StoreResult<()> {
     options.webhook = t.webhook.clone();
     options.depends_on = t.depends_on.clone();
     options.unique_key = t.unique_key.clone();
+    options.fairness_key = t.fairness_key.clone();
     let probe = NewTask {
         id: t.id,
         name: t.name.clone(),
@@ -169,22 +170,23 @@ pub(crate) async fn import(store: &PgStore, p: &TaskImportParams) -> StoreResult
         "WITH ins AS (INSERT INTO {q}.tasks (id, name, queue, input, status, output, error, \
          progress, priority, attempt, max_attempts, run_at, timeout_ms, retry, tags, metadata, \
          abort_requested_at, worker_id, lease_token, lease_expires_at, created_at, started_at, \
-         finished_at, updated_at, history, webhook, unique_key, depends_on, after, group_id) \
+         finished_at, updated_at, history, webhook, unique_key, depends_on, after, group_id, \
+         fairness_key) \
          SELECT id, name, queue, input, status, output, error, progress, priority, attempt, \
          max_attempts, run_at, timeout_ms, retry, tags, metadata, abort_requested_at, worker_id, \
          CASE WHEN status = 'running' THEN gen_random_uuid() END, lease_expires_at, created_at, \
          started_at, finished_at, updated_at, history, webhook, unique_key, depends_on, after, \
-         group_id \
+         group_id, fairness_key \
          FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::text[], $6::jsonb[], \
          $7::jsonb[], $8::jsonb[], $9::int4[], $10::int4[], $11::int4[], $12::timestamptz[], \
          $13::int8[], $14::jsonb[], $15::jsonb[], $16::jsonb[], $17::timestamptz[], $18::text[], \
          $19::timestamptz[], $20::timestamptz[], $21::timestamptz[], $22::timestamptz[], \
          $23::timestamptz[], $24::int4[], $33::text[], $34::text[], $35::jsonb[], \
-         $36::jsonb[], $37::uuid[]) \
+         $36::jsonb[], $37::uuid[], $38::text[]) \
          AS u(id, name, queue, input, status, output, error, progress, priority, attempt, \
          max_attempts, run_at, timeout_ms, retry, tags, metadata, abort_requested_at, worker_id, \
          lease_expires_at, created_at, started_at, finished_at, updated_at, history, webhook, \
-         unique_key, depends_on, after, group_id) \
+         unique_key, depends_on, after, group_id, fairness_key) \
          ON CONFLICT (id) DO NOTHING RETURNING id, queue, status), \
          hist AS (INSERT INTO {q}.task_attempts \
          (task_id, seq, attempt, worker_id, started_at, finished_at, outcome, error) \
@@ -232,6 +234,7 @@ pub(crate) async fn import(store: &PgStore, p: &TaskImportParams) -> StoreResult
         .bind(&t.depends_on)
         .bind(&t.after)
         .bind(&t.group_ids)
+        .bind(&t.fairness_keys)
         .fetch_all(&mut *tx)
         .await
         .map_err(map)?;
@@ -294,6 +297,7 @@ struct TaskCols {
     depends_on: Vec<Option<Value>>,
     after: Vec<Option<Value>>,
     group_ids: Vec<Option<Uuid>>,
+    fairness_keys: Vec<Option<String>>,
 }
 
 impl TaskCols {
@@ -341,6 +345,7 @@ impl TaskCols {
         self.depends_on.push(id_json(&t.depends_on)?);
         self.after.push(id_json(&t.after)?);
         self.group_ids.push(t.group_id.map(uuid));
+        self.fairness_keys.push(t.fairness_key.clone());
         Ok(())
     }
 }

@@ -351,18 +351,19 @@ async fn write(
         let sql = format!(
             "WITH ins AS (INSERT INTO {q}.tasks (id, name, queue, input, status, priority, \
              max_attempts, run_at, timeout_ms, retry, tags, metadata, webhook, created_at, \
-             updated_at, depends_on, after, group_id, unique_key, deps_waiting, has_dependents) \
+             updated_at, depends_on, after, group_id, unique_key, deps_waiting, has_dependents, \
+             fairness_key) \
              SELECT u.id, u.name, u.queue, u.input, u.status, u.priority, u.max_attempts, \
              u.run_at, u.timeout_ms, u.retry, coalesce(u.tags, '[]'), \
              coalesce(u.metadata, '{{}}'), u.webhook, $13, $13, u.depends_on, u.after, \
-             u.group_id, u.unique_key, u.deps_waiting, u.has_dependents \
+             u.group_id, u.unique_key, u.deps_waiting, u.has_dependents, u.fairness_key \
              FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::text[], \
              $6::int4[], $7::int4[], $8::timestamptz[], $9::int8[], $10::jsonb[], \
              $11::jsonb[], $12::jsonb[], $14::text[], $15::jsonb[], $16::jsonb[], $17::uuid[], \
-             $18::text[], $19::int4[], $20::bool[]) \
+             $18::text[], $19::int4[], $20::bool[], $21::text[]) \
              AS u(id, name, queue, input, status, priority, max_attempts, run_at, timeout_ms, \
              retry, tags, metadata, webhook, depends_on, after, group_id, unique_key, \
-             deps_waiting, has_dependents) RETURNING id, name, queue, status), \
+             deps_waiting, has_dependents, fairness_key) RETURNING id, name, queue, status), \
              ev AS (INSERT INTO {q}.events (at, kind, task_id, name, queue, attempt, data) \
              SELECT $13, 'task.created', id, name, queue, 0, \
              jsonb_build_object('status', status) FROM ins) \
@@ -389,6 +390,7 @@ async fn write(
             .bind(&f.unique_keys)
             .bind(&f.deps_waiting)
             .bind(&f.has_dependents)
+            .bind(&rows.fairness_keys)
             .execute(&mut *conn)
             .await
             .map_err(insert_error)?;

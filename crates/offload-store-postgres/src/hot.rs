@@ -48,15 +48,16 @@ impl Statements {
             insert: Arc::from(format!(
                 "WITH ins AS (INSERT INTO {q}.tasks (id, name, queue, input, status, priority, \
                  max_attempts, run_at, timeout_ms, retry, tags, metadata, webhook, created_at, \
-                 updated_at) \
+                 updated_at, fairness_key) \
                  SELECT u.id, u.name, u.queue, u.input, u.status, u.priority, u.max_attempts, \
                  u.run_at, u.timeout_ms, u.retry, coalesce(u.tags, '[]'), \
-                 coalesce(u.metadata, '{{}}'), u.webhook, $13, $13 FROM unnest($1::uuid[], \
+                 coalesce(u.metadata, '{{}}'), u.webhook, $13, $13, u.fairness_key \
+                 FROM unnest($1::uuid[], \
                  $2::text[], $3::text[], $4::jsonb[], $5::text[], $6::int4[], $7::int4[], \
                  $8::timestamptz[], $9::int8[], $10::jsonb[], $11::jsonb[], $12::jsonb[], \
-                 $16::text[]) \
+                 $16::text[], $17::text[]) \
                  AS u(id, name, queue, input, status, priority, max_attempts, run_at, \
-                 timeout_ms, retry, tags, metadata, webhook) RETURNING id, name, queue, status), \
+                 timeout_ms, retry, tags, metadata, webhook, fairness_key) RETURNING id, name, queue, status), \
                  ev AS (INSERT INTO {q}.events (at, kind, task_id, name, queue, attempt, data) \
                  SELECT $13, 'task.created', id, name, queue, 0, \
                  jsonb_build_object('status', status) FROM ins) \
@@ -175,6 +176,37 @@ pub(crate) async fn insert(
     if tasks.is_empty() {
         return Ok(Vec::new());
     }
+    let quotas = crate::limits::quotas_for(store, tasks).await?;
+    let result = if quotas.is_empty() {
+        insert_unchecked(store, conn, tasks, now, local).await
+    } else {
+        crate::limits::insert_with_quotas(store, conn, tasks, &quotas, now).await
+    };
+    if result.is_ok() {
+        store.inner.fair.inserted(
+            tasks
+                .iter()
+                .filter(|t| t.options.fairness_key.is_some())
+                .map(|t| {
+                    t.options
+                        .queue
+                        .as_deref()
+                        .unwrap_or(offload_types::DEFAULT_QUEUE)
+                }),
+        );
+    }
+    result
+}
+
+/// [`insert`] without the quota check: the flow path for a batch that
+/// needs it, else one statement.
+pub(crate) async fn insert_unchecked(
+    store: &PgStore,
+    conn: &mut PgConnection,
+    tasks: &[NewTask],
+    now: DateTime<Utc>,
+    local: bool,
+) -> StoreResult<Vec<Enqueued>> {
     if tasks.iter().any(crate::flow::needs_flow) {
         return crate::flow::insert(store, conn, tasks, now, local).await;
     }
@@ -215,6 +247,7 @@ pub(crate) async fn insert(
         .bind(&store.inner.channel)
         .bind(&text)
         .bind(&rows.webhooks)
+        .bind(&rows.fairness_keys)
         .execute(&mut *conn)
         .await;
     drop(flight);
@@ -314,6 +347,11 @@ pub(crate) async fn claim(store: &PgStore, p: &TaskClaimParams) -> StoreResult<V
         return Ok(Vec::new());
     }
     offload_store::check_claim_names(p.names.as_deref())?;
+    let limits = crate::limits::for_claim(store, p).await?;
+    let fair = crate::fairness::active(store, &p.queue, p.now).await?;
+    if !limits.is_empty() || fair {
+        return crate::limits::claim(store, p, limits, fair).await;
+    }
     let sql = &store.inner.sql;
     let limit = i64::from(p.limit);
     let expires = after(p.now, p.lease);

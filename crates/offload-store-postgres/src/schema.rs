@@ -22,10 +22,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "schedules",
         include_str!("../migrations/0004_schedules.sql"),
     ),
+    (5, "limits", include_str!("../migrations/0005_limits.sql")),
 ];
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 
 /// The advisory-lock key of migrations in `schema` (two 32-bit halves).
 fn migrate_lock_sql(schema: &str) -> String {

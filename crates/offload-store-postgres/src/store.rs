@@ -62,6 +62,10 @@ pub(crate) struct Inner {
     /// Spaces out the notifications of hot writes.
     pub(crate) debounce: Arc<Debounce>,
     pub(crate) sql: crate::hot::Statements,
+    /// The cached stored limits.
+    pub(crate) limits: crate::limits::LimitCache,
+    /// Which queues have tasks with a fairness key, cached.
+    pub(crate) fair: crate::fairness::FairCache,
     describe: String,
 }
 
@@ -122,6 +126,8 @@ impl PgStore {
             leadership: Leadership::new(&schema, connect),
             debounce: Arc::new(Debounce::default()),
             sql: crate::hot::Statements::new(&q),
+            limits: crate::limits::LimitCache::default(),
+            fair: crate::fairness::FairCache::default(),
             describe: format!("postgres:{}#{schema}", redact(&driver_url)),
             schema,
             q,
@@ -435,6 +441,21 @@ impl Store for PgStore {
         params: &offload_store::ScheduleFireParams,
     ) -> StoreResult<offload_store::ScheduleFired> {
         crate::schedules::fire(self, params).await
+    }
+
+    async fn limit_put(
+        &self,
+        params: &offload_store::LimitPutParams,
+    ) -> StoreResult<offload_store::LimitRecord> {
+        crate::limits::put(self, params).await
+    }
+
+    async fn limit_list(&self) -> StoreResult<Vec<offload_store::LimitRecord>> {
+        crate::limits::list(self).await
+    }
+
+    async fn limit_delete(&self, params: &offload_store::LimitDeleteParams) -> StoreResult<bool> {
+        crate::limits::delete(self, params).await
     }
 
     async fn task_retry(&self, params: &TaskRetryParams) -> StoreResult<Task> {

@@ -23,7 +23,8 @@ use crate::error::corrupt;
 pub(crate) const TASK_COLUMNS: &str = "id, name, queue, input, status, output, error, progress, \
      priority, attempt, max_attempts, run_at, timeout_ms, retry, tags, metadata, \
      abort_requested_at, worker_id, lease_token, lease_expires_at, created_at, started_at, \
-     finished_at, updated_at, rid, webhook, unique_key, depends_on, \"after\", group_id";
+     finished_at, updated_at, rid, webhook, unique_key, depends_on, \"after\", group_id, \
+     fairness_key";
 
 /// What a claim reads of each task it takes, in the order
 /// [`RawClaimed::from_row`] reads them: what the row holds that the claim
@@ -31,7 +32,7 @@ pub(crate) const TASK_COLUMNS: &str = "id, name, queue, input, status, output, e
 /// lease token, drawn afterwards, is a placeholder).
 pub(crate) const CLAIM_COLUMNS: &str = "rid, 0, id, name, input, output, error, priority, \
      attempt + 1, max_attempts, run_at, timeout_ms, retry, tags, metadata, abort_requested_at, \
-     created_at, webhook, unique_key, depends_on, \"after\", group_id";
+     created_at, webhook, unique_key, depends_on, \"after\", group_id, fairness_key";
 
 /// A lease as the store keeps it: the public [`LeaseToken`] is the task
 /// row's `rid` (8 bytes, big-endian) followed by the attempt's random
@@ -147,25 +148,27 @@ pub(crate) struct RawTask {
     flow: RawFlow,
 }
 
-/// The dependency, group and unique-key columns of a row, as stored
-/// (NULL for most tasks).
+/// The dependency, group, unique-key and fairness-key columns of a row,
+/// as stored (NULL for most tasks).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RawFlow {
     unique_key: Option<String>,
     depends_on: Option<String>,
     after: Option<String>,
     group_id: Option<[u8; 16]>,
+    fairness_key: Option<String>,
 }
 
 impl RawFlow {
-    /// Reads the four columns from `first` on (`unique_key, depends_on,
-    /// "after", group_id`).
+    /// Reads the five columns from `first` on (`unique_key, depends_on,
+    /// "after", group_id, fairness_key`).
     fn from_row(row: &Row<'_>, first: usize) -> rusqlite::Result<Self> {
         Ok(Self {
             unique_key: row.get(first)?,
             depends_on: row.get(first + 1)?,
             after: row.get(first + 2)?,
             group_id: row.get(first + 3)?,
+            fairness_key: row.get(first + 4)?,
         })
     }
 
@@ -175,6 +178,7 @@ impl RawFlow {
         task.depends_on = opt_json("depends_on", self.depends_on.as_deref())?.unwrap_or_default();
         task.after = opt_json("after", self.after.as_deref())?.unwrap_or_default();
         task.group_id = self.group_id.map(TaskId::from_bytes);
+        task.fairness_key = self.fairness_key;
         Ok(())
     }
 }
@@ -263,6 +267,7 @@ impl RawTask {
             after: Vec::new(),
             group_id: None,
             unique_key: None,
+            fairness_key: None,
             abort_requested_at: opt_time(self.abort_requested_at)?,
             worker_id,
             lease_token: self.lease_token.map(|t| lease_token(self.rid, t)),
@@ -366,6 +371,11 @@ impl RawClaimed {
         (self.id, &self.name, self.attempt)
     }
 
+    /// The task's name and input (JSON text), for the claim's limits.
+    pub(crate) fn name_input(&self) -> (&str, &str) {
+        (&self.name, &self.input)
+    }
+
     /// Sets the lease token the claim drew.
     pub(crate) fn set_lease_token(&mut self, token: i64) {
         self.lease_token = token;
@@ -400,6 +410,7 @@ impl RawClaimed {
             after: Vec::new(),
             group_id: None,
             unique_key: None,
+            fairness_key: None,
             abort_requested_at: opt_time(self.abort_requested_at)?,
             worker_id: Some(set.worker_id.clone()),
             lease_token: Some(lease_token(self.rid, self.lease_token)),
@@ -487,6 +498,8 @@ pub(crate) struct NewRow {
     /// Edges of kind `end`.
     pub(crate) after: Vec<TaskId>,
     pub(crate) group_id: Option<[u8; 16]>,
+    /// The key claims share their turns across.
+    pub(crate) fairness_key: Option<String>,
 }
 
 impl NewRow {
@@ -537,6 +550,7 @@ impl NewRow {
             depends_on: o.depends_on.clone(),
             after: task.after.clone(),
             group_id: task.group_id.map(|g| *g.as_bytes()),
+            fairness_key: o.fairness_key.clone(),
         })
     }
 }
@@ -589,6 +603,7 @@ pub(crate) struct ImportRow {
     pub(crate) depends_on: Vec<TaskId>,
     pub(crate) after: Vec<TaskId>,
     pub(crate) group_id: Option<[u8; 16]>,
+    pub(crate) fairness_key: Option<String>,
     pub(crate) ended: Vec<ImportAttempt>,
 }
 
@@ -612,6 +627,7 @@ impl ImportRow {
         options.webhook = t.webhook.clone();
         options.depends_on = t.depends_on.clone();
         options.unique_key = t.unique_key.clone();
+        options.fairness_key = t.fairness_key.clone();
         NewTask {
             id: t.id,
             name: t.name.clone(),
@@ -700,6 +716,7 @@ impl ImportRow {
             depends_on: t.depends_on.clone(),
             after: t.after.clone(),
             group_id: t.group_id.map(|g| *g.as_bytes()),
+            fairness_key: t.fairness_key.clone(),
             ended,
         })
     }

@@ -18,7 +18,8 @@ use crate::writer::WriteCtx;
 use crate::{deps, unique};
 
 /// The insert of `task_insert_many` for rows [`prepare_insert`]
-/// checked: [`write::insert`]'s plain multi-row path when no task has a
+/// checked: first the quotas of tasks with a fairness key
+/// ([`crate::limits::check_quotas`]), then [`write::insert`]'s plain multi-row path when no task has a
 /// unique key, dependencies or a group, else [`insert`]. Returns what each
 /// enqueue did, in order. `schedule_fire` inserts its task through here
 /// too, so a tick's task behaves as any enqueue.
@@ -29,6 +30,7 @@ pub(crate) fn insert_rows(
     rows: &[NewRow],
     now: i64,
 ) -> StoreResult<Vec<Enqueued>> {
+    crate::limits::check_quotas(ctx, rows)?;
     if rows.iter().any(NewRow::has_flow) {
         return insert(ctx, rows, now);
     }
@@ -77,8 +79,8 @@ fn in_batch(e: StoreError, i: usize, many: bool) -> StoreError {
 /// `updated_at`).
 const INSERT_SQL: &str = "INSERT INTO tasks (id, name, queue, input, status, priority, \
      max_attempts, run_at, timeout_ms, retry, tags, metadata, webhook, created_at, updated_at, \
-     unique_key, depends_on, \"after\", group_id, deps_waiting) VALUES (?1, ?2, ?3, ?4, ?5, ?6, \
-     ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14, ?15, ?16, ?17, ?18, ?19)";
+     unique_key, depends_on, \"after\", group_id, deps_waiting, fairness_key) VALUES (?1, ?2, \
+     ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14, ?15, ?16, ?17, ?18, ?19, ?20)";
 
 fn insert_one(ctx: &mut WriteCtx<'_>, row: &NewRow, now: i64) -> StoreResult<Enqueued> {
     let id = TaskId::from_bytes(row.id);
@@ -137,6 +139,7 @@ fn insert_one(ctx: &mut WriteCtx<'_>, row: &NewRow, now: i64) -> StoreResult<Enq
         id_list(&row.after)?,
         row.group_id,
         edges.unmet,
+        row.fairness_key,
     ]);
     match inserted {
         Ok(_) => {}

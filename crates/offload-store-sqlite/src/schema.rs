@@ -38,6 +38,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "schedules",
         sql: include_str!("../migrations/0004_schedules.sql"),
     },
+    Migration {
+        version: 5,
+        name: "limits",
+        sql: include_str!("../migrations/0005_limits.sql"),
+    },
 ];
 
 /// The schema version this build writes: the last migration's.

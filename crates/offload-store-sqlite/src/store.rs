@@ -23,6 +23,7 @@ use crate::checkpoint::{Checkpointer, FALLBACK_AUTOCHECKPOINT};
 use crate::codec::{
     ClaimedAs, ImportRow, Lease, RawAttempt, after, into_tasks, json, micros, time,
 };
+use crate::limits::LimitCache;
 use crate::options::{SqliteOptions, parse_url};
 use crate::read::{self, Readers, Where};
 use crate::wake::{Broadcaster, SqliteNotifier, WakeShared};
@@ -70,6 +71,8 @@ struct Inner {
     writer: Writer,
     readers: Arc<Readers>,
     notifier: Arc<SqliteNotifier>,
+    /// The stored limits and which queues use fairness keys.
+    limits: Arc<LimitCache>,
 }
 
 impl SqliteStore {
@@ -123,12 +126,14 @@ impl SqliteStore {
                 None
             }
         };
+        let limits = Arc::new(LimitCache::default());
         let writer = Writer::start(
             conn,
             hub.clone(),
             Broadcaster::new(wake.clone()),
             checkpointer,
             options.busy_timeout,
+            limits.clone(),
         )?;
         let readers = Readers::new(path.clone(), options);
         Ok(Self {
@@ -137,6 +142,7 @@ impl SqliteStore {
                 writer,
                 readers,
                 notifier: Arc::new(SqliteNotifier::new(hub, wake)),
+                limits,
             }),
         })
     }
@@ -806,6 +812,39 @@ impl Store for SqliteStore {
         let args = crate::schedules::FireArgs::prepare(params)?;
         self.write(args.weight(), move |ctx| crate::schedules::fire(ctx, &args))
             .await
+    }
+
+    async fn limit_put(
+        &self,
+        params: &offload_store::LimitPutParams,
+    ) -> StoreResult<offload_store::LimitRecord> {
+        let row = crate::limits::PutRow::prepare(params)?;
+        let raw = self
+            .write(1, move |ctx| crate::limits::put(ctx, &row))
+            .await?;
+        // Also after the commit: a claim of the same batch may have
+        // loaded the limits before the put.
+        self.inner.limits.invalidate();
+        raw.into_record()
+    }
+
+    async fn limit_list(&self) -> StoreResult<Vec<offload_store::LimitRecord>> {
+        self.inner
+            .readers
+            .run(crate::limits::list)
+            .await?
+            .into_iter()
+            .map(crate::limits::RawLimit::into_record)
+            .collect()
+    }
+
+    async fn limit_delete(&self, params: &offload_store::LimitDeleteParams) -> StoreResult<bool> {
+        let params = params.clone();
+        let deleted = self
+            .write(1, move |ctx| crate::limits::delete(ctx, &params))
+            .await?;
+        self.inner.limits.invalidate();
+        Ok(deleted)
     }
 
     async fn webhook_insert(&self, webhook: &offload_store::WebhookRecord) -> StoreResult<()> {

@@ -95,12 +95,12 @@ pub(crate) fn check(id: TaskId, from: Status, to: Status) -> StoreResult<()> {
 /// multi-row statements cost the writer about a fifth less than a cached
 /// one-row statement run in a loop.)
 const INSERT_CHUNKS: [usize; 3] = [32, 8, 1];
-const INSERT_PARAMS_PER_ROW: usize = 13;
+const INSERT_PARAMS_PER_ROW: usize = 14;
 
 fn insert_sql(rows: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO tasks (id, name, queue, input, status, priority, max_attempts, run_at, \
-         timeout_ms, retry, tags, metadata, webhook, created_at, updated_at) VALUES ",
+         timeout_ms, retry, tags, metadata, webhook, fairness_key, created_at, updated_at) VALUES ",
     );
     for r in 0..rows {
         if r > 0 {
@@ -130,6 +130,7 @@ fn bind_row(s: &mut CachedStatement<'_>, base: usize, row: &NewRow) -> rusqlite:
     s.raw_bind_parameter(base + 10, &row.tags)?;
     s.raw_bind_parameter(base + 11, &row.metadata)?;
     s.raw_bind_parameter(base + 12, &row.webhook)?;
+    s.raw_bind_parameter(base + 13, &row.fairness_key)?;
     Ok(())
 }
 
@@ -272,7 +273,7 @@ pub(crate) fn claim_sql(names: Option<usize>) -> String {
 
 /// The column of [`claim_sql`] that says whether the task holds an ended
 /// attempt.
-const CLAIM_ENDED: usize = 22;
+pub(crate) const CLAIM_ENDED: usize = 23;
 
 /// The claim's write, per task: its lease (`?1` rid, `?2` worker, `?3`
 /// token, `?4` lease expiry, `?5` now). The running attempt needs no row
@@ -300,7 +301,11 @@ fn claim_statement(names: Option<usize>) -> Rc<str> {
 
 /// Promotes due scheduled tasks, then leases up to `limit` pending ones:
 /// reads them, then leases each with a fresh random token, first writing
-/// out the ended attempt a retried task holds.
+/// out the ended attempt a retried task holds. When a stored limit
+/// concerns the claim, or the queue may hold pending tasks with a
+/// fairness key (both known from the store's cache, see
+/// [`crate::limits`]), [`crate::fairness::select`] chooses the tasks
+/// instead of the plain read.
 pub(crate) fn claim(ctx: &mut WriteCtx<'_>, a: &ClaimArgs) -> StoreResult<Vec<RawClaimed>> {
     let conn = ctx.conn;
     let set = &a.set;
@@ -311,13 +316,20 @@ pub(crate) fn claim(ctx: &mut WriteCtx<'_>, a: &ClaimArgs) -> StoreResult<Vec<Ra
         }
         return Ok(Vec::new());
     }
+    let limits = ctx.limits.limits(conn)?;
+    let concerned = crate::limits::concerned(&limits, &set.queue, a.names.as_deref());
+    let fair = ctx.limits.may_be_fair(conn, &set.queue)?;
+    if concerned.is_some() || fair {
+        let tasks = crate::fairness::select(conn, ctx.limits, a, concerned, fair)?;
+        return take(ctx, a, tasks, promoted);
+    }
     let limit = i64::from(a.limit);
     let names: &[String] = a.names.as_deref().unwrap_or_default();
     let sql = claim_statement(a.names.as_ref().map(Vec::len));
     let mut values: Vec<&dyn ToSql> = Vec::with_capacity(2 + names.len());
     values.extend([&set.queue as &dyn ToSql, &limit]);
     values.extend(names.iter().map(|n| n as &dyn ToSql));
-    let mut tasks: Vec<(RawClaimed, bool)> = {
+    let tasks: Vec<(RawClaimed, bool)> = {
         let mut s = stmt(conn, &sql)?;
         let rows = s
             .query_map(values.as_slice(), |r| {
@@ -326,6 +338,19 @@ pub(crate) fn claim(ctx: &mut WriteCtx<'_>, a: &ClaimArgs) -> StoreResult<Vec<Ra
             .map_err(map)?;
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map)?
     };
+    take(ctx, a, tasks, promoted)
+}
+
+/// Leases the chosen `tasks` of claim `a` and writes their `task.started`
+/// events; `promoted` scheduled tasks became due in the claim.
+fn take(
+    ctx: &mut WriteCtx<'_>,
+    a: &ClaimArgs,
+    mut tasks: Vec<(RawClaimed, bool)>,
+    promoted: usize,
+) -> StoreResult<Vec<RawClaimed>> {
+    let conn = ctx.conn;
+    let set = &a.set;
     let mut take = stmt(conn, CLAIM_TAKE_SQL)?;
     for (task, ended) in &mut tasks {
         if *ended {
@@ -916,9 +941,9 @@ pub(crate) fn purge_batch(ctx: &mut WriteCtx<'_>, w: &Where, limit: u32) -> Stor
 const IMPORT_TASK_SQL: &str = "INSERT INTO tasks (id, name, queue, input, status, output, error, \
      progress, priority, attempt, max_attempts, run_at, timeout_ms, retry, tags, metadata, \
      abort_requested_at, worker_id, lease_expires_at, created_at, started_at, finished_at, \
-     updated_at, lease_token, history, webhook, unique_key, depends_on, \"after\", group_id) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-     ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)";
+     updated_at, lease_token, history, webhook, unique_key, depends_on, \"after\", group_id, \
+     fairness_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
+     ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)";
 
 /// One ended attempt of an imported task.
 const IMPORT_ATTEMPT_SQL: &str = "INSERT INTO task_attempts (task, seq, attempt, worker_id, \
@@ -974,6 +999,7 @@ pub(crate) fn import(ctx: &mut WriteCtx<'_>, rows: &[ImportRow]) -> StoreResult<
             id_list(&r.depends_on)?,
             id_list(&r.after)?,
             r.group_id,
+            r.fairness_key,
         ])
         .map_err(map)?;
         let rid = conn.last_insert_rowid();
@@ -994,6 +1020,9 @@ pub(crate) fn import(ctx: &mut WriteCtx<'_>, rows: &[ImportRow]) -> StoreResult<
         inserted += 1;
         if matches!(r.status, Status::Pending | Status::Scheduled) {
             ctx.notes.available(&r.queue);
+        }
+        if r.fairness_key.is_some() {
+            ctx.limits.set_fair(&r.queue, true);
         }
         if !r.depends_on.is_empty() || !r.after.is_empty() {
             linked.push(r);

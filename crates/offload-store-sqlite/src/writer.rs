@@ -29,6 +29,7 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use crate::checkpoint::Checkpointer;
+use crate::limits::LimitCache;
 use crate::wake::Broadcaster;
 
 /// Most commands one transaction takes.
@@ -45,6 +46,8 @@ pub(crate) struct WriteCtx<'c> {
     pub(crate) conn: &'c Connection,
     /// Notifications to emit after the commit.
     pub(crate) notes: &'c mut Notes,
+    /// The store's cache of its stored limits.
+    pub(crate) limits: &'c LimitCache,
 }
 
 /// Notifications collected during one transaction, coalesced on emit.
@@ -262,6 +265,7 @@ impl Writer {
         broadcaster: Broadcaster,
         checkpointer: Option<Checkpointer>,
         busy_timeout: Duration,
+        limits: Arc<LimitCache>,
     ) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
         let stats = Arc::new(Stats::default());
@@ -281,6 +285,7 @@ impl Writer {
                     broadcaster,
                     checkpointer,
                     stats: thread_stats,
+                    limits,
                 };
                 looped.run(&rx);
             })
@@ -385,6 +390,7 @@ struct WriterLoop {
     broadcaster: Broadcaster,
     checkpointer: Option<Checkpointer>,
     stats: Arc<Stats>,
+    limits: Arc<LimitCache>,
 }
 
 impl WriterLoop {
@@ -435,6 +441,7 @@ impl WriterLoop {
                 let mut ctx = WriteCtx {
                     conn: &self.conn,
                     notes,
+                    limits: &self.limits,
                 };
                 job.run(&mut ctx)
             };
@@ -477,6 +484,7 @@ impl WriterLoop {
             let mut ctx = WriteCtx {
                 conn: &self.conn,
                 notes: &mut notes,
+                limits: &self.limits,
             };
             !job.run(&mut ctx)
         });

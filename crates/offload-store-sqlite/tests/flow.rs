@@ -307,7 +307,10 @@ async fn a_version_2_file_is_migrated_with_its_tasks() {
         // Back to schema version 2, as an older offload left it.
         let conn = rusqlite::Connection::open(db.path()).unwrap();
         conn.execute_batch(
-            "DROP INDEX tasks_unique; DROP INDEX tasks_group; DROP INDEX tasks_blocked; \
+            "DROP INDEX tasks_pending_fair; DROP INDEX tasks_waiting_fair_name; \
+             DROP INDEX tasks_waiting_fair_queue; DROP TABLE limits; DROP TABLE limit_starts; \
+             DROP TABLE fairness_served; ALTER TABLE tasks DROP COLUMN fairness_key; \
+             DROP INDEX tasks_unique; DROP INDEX tasks_group; DROP INDEX tasks_blocked; \
              DROP TABLE task_deps; \
              ALTER TABLE tasks DROP COLUMN unique_key; ALTER TABLE tasks DROP COLUMN depends_on; \
              ALTER TABLE tasks DROP COLUMN \"after\"; ALTER TABLE tasks DROP COLUMN group_id; \

@@ -126,7 +126,10 @@ async fn a_version_3_file_gains_schedules() {
         // Back to schema version 3, as an older offload left it.
         let conn = rusqlite::Connection::open(db.path()).unwrap();
         conn.execute_batch(
-            "DROP TABLE schedules; DELETE FROM offload_migrations WHERE version = 4;",
+            "DROP INDEX tasks_pending_fair; DROP INDEX tasks_waiting_fair_name; \
+             DROP INDEX tasks_waiting_fair_queue; DROP TABLE limits; DROP TABLE limit_starts; \
+             DROP TABLE fairness_served; ALTER TABLE tasks DROP COLUMN fairness_key; \
+             DROP TABLE schedules; DELETE FROM offload_migrations WHERE version >= 4;",
         )
         .unwrap();
     }

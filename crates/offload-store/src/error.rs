@@ -26,6 +26,11 @@ pub enum StoreError {
     /// The input breaks a rule.
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+    /// An enqueue would put more waiting tasks under one fairness key than
+    /// a limit's `max_queued_per_key` allows; nothing was stored. Trying
+    /// again once some have run may succeed.
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// The store cannot be reached or is busy; retrying may help.
     #[error("store unavailable: {0}")]
     Unavailable(String),

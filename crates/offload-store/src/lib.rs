@@ -13,6 +13,7 @@ mod access;
 mod clock;
 mod error;
 mod events;
+mod limits;
 mod notify;
 mod params;
 mod rules;
@@ -27,6 +28,7 @@ pub use events::{
     EventData, EventFilter, EventKind, EventKindParseError, EventListParams, EventPage,
     MAX_EVENT_PAGE, TaskEvent, finish_event, rescue_event,
 };
+pub use limits::{LIMIT_CACHE_TTL, LimitDeleteParams, LimitPutParams, LimitRecord};
 pub use notify::{Notification, Notifier, NotifyHub};
 pub use params::*;
 pub use rules::{

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::access::*;
 use crate::events::*;
+use crate::limits::*;
 use crate::params::*;
 use crate::schedules::*;
 use crate::webhooks::*;
@@ -61,7 +62,16 @@ pub trait Store: Send + Sync + 'static {
     /// A task's history of attempts, oldest first.
     async fn task_attempts(&self, id: TaskId) -> StoreResult<Vec<Attempt>>;
 
-    /// Claims up to `limit` ready tasks; each returned task carries its `lease_token`.
+    /// Claims up to `limit` ready tasks; each returned task carries its
+    /// `lease_token`. The stored limits (see [`limit_put`](Self::limit_put))
+    /// apply: a task is left `pending` when taking it would put more
+    /// running tasks of its name or queue (or of its `key` value) than a
+    /// `concurrency` (`key_concurrency`) allows, or more starts in the last
+    /// `rate.period` than `rate.limit`; claims that such a limit concerns
+    /// are serialised across every claimer, so no interleaving exceeds it.
+    /// Among ready tasks with a `fairness_key`, claims go round-robin
+    /// across keys (least recently served key first; tasks without a key
+    /// share one key); within a key the usual order holds.
     async fn task_claim(&self, params: &TaskClaimParams) -> StoreResult<Vec<Task>>;
 
     /// Counts tasks by name, queue and status.
@@ -102,6 +112,12 @@ pub trait Store: Send + Sync + 'static {
     /// commit with [`dependency_record`](crate::dependency_record), and
     /// that abort cascades in turn (an `End` edge to an aborted task is met
     /// instead). Every cascaded abort writes a `task.aborted` event.
+    ///
+    /// **Quotas.** A task with `options.fairness_key` whose name or queue
+    /// has a limit with `max_queued_per_key` is refused, with the whole
+    /// batch, as [`StoreError::QuotaExceeded`](crate::StoreError) when the
+    /// waiting tasks (`scheduled`, `blocked`, `pending`) of that name or
+    /// queue with that key, plus those of the batch, would exceed it.
     ///
     /// **Unique keys.** A task with `options.unique_key` is matched against
     /// the newest stored task with the same key; [`unique_action`](offload_types::unique_action)
@@ -224,6 +240,18 @@ pub trait Store: Send + Sync + 'static {
     /// in one commit; otherwise changes nothing and answers
     /// [`ScheduleFired::Lost`].
     async fn schedule_fire(&self, params: &ScheduleFireParams) -> StoreResult<ScheduleFired>;
+
+    // ------------------------------------------------------------ limit
+
+    /// Stores a limit, replacing the one with the same scope and target;
+    /// returns it as stored.
+    async fn limit_put(&self, params: &LimitPutParams) -> StoreResult<LimitRecord>;
+
+    /// Every stored limit, by scope then target.
+    async fn limit_list(&self) -> StoreResult<Vec<LimitRecord>>;
+
+    /// Deletes a limit; `false` if there was none.
+    async fn limit_delete(&self, params: &LimitDeleteParams) -> StoreResult<bool>;
 
     // ------------------------------------------------------------ token
 

@@ -19,6 +19,7 @@ mod defaults;
 mod duration;
 mod error;
 mod id;
+mod limits;
 mod options;
 mod progress;
 mod retry;
@@ -33,6 +34,10 @@ pub use defaults::*;
 pub use duration::{DurationParseError, parse_duration};
 pub use error::{TaskError, TaskErrorRecord, ValidationError};
 pub use id::{IdParseError, LeaseToken, TaskId};
+pub use limits::{
+    Limit, LimitScope, MAX_FAIRNESS_KEY_LEN, MAX_LIMIT, MAX_LIMIT_KEY_LEN, MAX_RATE_PERIOD, Rate,
+    check_fairness_key,
+};
 pub use options::{
     MAX_DEPENDENCIES, MAX_GROUP_SIZE, MAX_WEBHOOK_URL_LEN, NewTask, TaskOptions, check_webhook_url,
 };

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     MAX_ATTEMPTS_LIMIT, MAX_DURATION, MAX_NAME_LEN, MAX_QUEUE_LEN, RetryPolicy, TaskId,
-    UniquePolicy, ValidationError, check_unique_key,
+    UniquePolicy, ValidationError, check_fairness_key, check_unique_key,
 };
 
 /// How a task is to be run. Every field is optional; unset fields take the
@@ -87,6 +87,11 @@ pub struct TaskOptions {
     /// How `unique_key` is applied; needs `unique_key`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unique: Option<UniquePolicy>,
+    /// A key (e.g. a tenant id) that workers share their claims across,
+    /// round-robin, so one key's backlog does not starve another's; a
+    /// limit's `max_queued_per_key` caps the waiting tasks per key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fairness_key: Option<String>,
 }
 
 /// Most tasks one task may depend on.
@@ -136,6 +141,11 @@ impl TaskOptions {
     /// Sets how the unique key is applied.
     pub fn unique(mut self, policy: UniquePolicy) -> Self {
         self.unique = Some(policy);
+        self
+    }
+    /// Sets the fairness key.
+    pub fn fairness_key(mut self, key: impl Into<String>) -> Self {
+        self.fairness_key = Some(key.into());
         self
     }
     /// Sets the webhook URL this task's end is POSTed to.
@@ -212,6 +222,9 @@ impl TaskOptions {
             self.unique_key = defaults.unique_key.clone();
         }
         self.unique = self.unique.or_else(|| defaults.unique.clone());
+        if self.fairness_key.is_none() {
+            self.fairness_key = defaults.fairness_key.clone();
+        }
         self
     }
 
@@ -291,6 +304,9 @@ impl TaskOptions {
         check_dependencies("depends_on", &self.depends_on, MAX_DEPENDENCIES)?;
         if let Some(key) = &self.unique_key {
             check_unique_key(key)?;
+        }
+        if let Some(key) = &self.fairness_key {
+            check_fairness_key(key)?;
         }
         if let Some(policy) = &self.unique {
             if self.unique_key.is_none() {

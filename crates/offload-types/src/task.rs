@@ -67,6 +67,9 @@ pub struct Task {
     /// Its de-duplication key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unique_key: Option<String>,
+    /// The key claims are shared across, round-robin (e.g. a tenant id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fairness_key: Option<String>,
     /// Set when someone asked a running task to stop.
     pub abort_requested_at: Option<DateTime<Utc>>,
     /// Who holds the lease while running.

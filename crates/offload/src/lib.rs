@@ -52,6 +52,7 @@ mod error;
 mod group;
 mod handle;
 mod hooks;
+mod limits;
 mod open;
 mod remote;
 mod runner;
@@ -95,5 +96,7 @@ pub use offload_store::{
     Delivery, DeliveryAttempt, DeliveryClaimParams, DeliveryListParams, DeliveryRecordParams,
     DeliveryStatus, NewDelivery, WebhookEnqueueParams, WebhookRecord,
 };
-pub use offload_store::{MAX_UPCOMING, ScheduleFired, ScheduleRecord};
+pub use offload_store::{
+    LIMIT_CACHE_TTL, LimitRecord, MAX_UPCOMING, ScheduleFired, ScheduleRecord,
+};
 pub use offload_types::*;

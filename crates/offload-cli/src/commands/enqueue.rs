@@ -43,7 +43,8 @@ Examples:
 A tasks file has one JSON object per line:
   {\"name\": \"resize\", \"input\": {\"path\": \"a.png\"}, \"priority\": 5, \"delay\": \"30s\"}
 (\"type\" and \"data\" are accepted for \"name\" and \"input\"; other keys: queue, run_at,
-max_attempts, timeout, tags, metadata, retry, webhook, depends_on, unique_key, unique). Every line is checked before anything is enqueued.
+max_attempts, timeout, tags, metadata, retry, webhook, depends_on, unique_key, unique,
+fairness_key). Every line is checked before anything is enqueued.
 
 Exit codes with --wait: 0 succeeded (output printed), 1 failed or aborted, 4 timed out.";
 
@@ -110,6 +111,9 @@ pub(crate) struct EnqueueArgs {
     /// time; throttle: the time between runs.
     #[arg(long, value_name = "DURATION", value_parser = duration_arg, requires = "unique_key")]
     unique_window: Option<Duration>,
+    /// A key (e.g. a tenant id) claims are shared across, round-robin.
+    #[arg(long, value_name = "KEY")]
+    fairness_key: Option<String>,
     /// debounce: run at most this long after the first enqueue.
     #[arg(long, value_name = "DURATION", value_parser = duration_arg, requires = "unique_key")]
     max_wait: Option<Duration>,
@@ -119,7 +123,7 @@ pub(crate) struct EnqueueArgs {
     wait: Option<Duration>,
     /// Enqueue every line of a JSON-lines file (`-` reads stdin).
     #[arg(long, short = 'f', value_name = "PATH",
-          conflicts_with_all = ["data", "queue", "priority", "delay", "run_at", "max_attempts", "timeout", "tags", "metadata", "webhook", "depends_on", "unique_key"])]
+          conflicts_with_all = ["data", "queue", "priority", "delay", "run_at", "max_attempts", "timeout", "tags", "metadata", "webhook", "depends_on", "unique_key", "fairness_key"])]
     file: Option<PathBuf>,
 }
 
@@ -200,6 +204,7 @@ fn task_from_args(args: &EnqueueArgs, config: &Config) -> anyhow::Result<NewTask
         depends_on: args.depends_on.clone(),
         unique_key: args.unique_key.clone(),
         unique: unique_policy(args.unique_mode, args.unique_window, args.max_wait),
+        fairness_key: args.fairness_key.clone(),
     };
     let task = with_runner_defaults(NewTask::new(name, input).options(options), config);
     task.validate().map_err(|e| Failure::usage(e.to_string()))?;
@@ -269,6 +274,8 @@ struct Line {
     unique_key: Option<String>,
     #[serde(default)]
     unique: Option<UniquePolicy>,
+    #[serde(default)]
+    fairness_key: Option<String>,
 }
 
 /// A `"30s"` string or a number of seconds, as in the JSON API.
@@ -318,6 +325,7 @@ pub(crate) fn parse_line(text: &str, config: &Config) -> Result<NewTask, String>
         depends_on: line.depends_on,
         unique_key: line.unique_key,
         unique: line.unique,
+        fairness_key: line.fairness_key,
     };
     let input = line.input.unwrap_or_else(|| serde_json::json!({}));
     let task = with_runner_defaults(NewTask::new(name, input).options(options), config);

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use offload::{Attempt, Status, Task, TaskId};
+use offload::{Attempt, LimitScope, Status, Task, TaskId};
 
 use crate::commands::parse_id;
 use crate::globals::Globals;
@@ -53,11 +53,34 @@ async fn waiting_for(tasks: &Tasks, task: &Task) -> anyhow::Result<Option<String
             output::time(task.run_at),
             output::age(now, task.run_at)
         )),
-        Status::Pending => Some(format!(
-            "a free worker of queue {:?} (ready since {})",
-            task.queue,
-            output::time(task.run_at.max(task.created_at))
-        )),
+        Status::Pending => {
+            let mut line = format!(
+                "a free worker of queue {:?} (ready since {})",
+                task.queue,
+                output::time(task.run_at.max(task.created_at))
+            );
+            let limits: Vec<String> = tasks
+                .limits()
+                .await?
+                .into_iter()
+                .filter(|r| match r.limit.scope {
+                    LimitScope::Name => r.limit.target == task.name,
+                    LimitScope::Queue => r.limit.target == task.queue,
+                })
+                .map(|r| {
+                    format!(
+                        "{} {}: {}",
+                        r.limit.scope.as_str(),
+                        r.limit.target,
+                        crate::commands::limits::describe(&r.limit)
+                    )
+                })
+                .collect();
+            if !limits.is_empty() {
+                line.push_str(&format!(", within limits ({})", limits.join("; ")));
+            }
+            Some(line)
+        }
         Status::Blocked => Some(blocked_on(tasks, task).await?),
         _ => None,
     })
@@ -189,6 +212,9 @@ fn describe(task: &Task, attempts: &[Attempt], waiting: Option<String>) -> Strin
     }
     if let Some(k) = &task.unique_key {
         rows.push(("unique_key", k.clone()));
+    }
+    if let Some(k) = &task.fairness_key {
+        rows.push(("fairness_key", k.clone()));
     }
     if let Some(w) = &task.worker_id {
         rows.push(("worker_id", w.clone()));

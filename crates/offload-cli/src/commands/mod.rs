@@ -9,6 +9,7 @@ pub(crate) mod delete;
 pub(crate) mod enqueue;
 pub(crate) mod get;
 pub(crate) mod groups;
+pub(crate) mod limits;
 pub(crate) mod list;
 pub(crate) mod monitor;
 pub(crate) mod purge;

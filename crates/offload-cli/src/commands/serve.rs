@@ -113,6 +113,9 @@ pub(crate) async fn run(args: ServeArgs, globals: &Globals) -> anyhow::Result<()
             for schedule in globals.config.schedules() {
                 builder = builder.schedule(schedule);
             }
+            for limit in globals.config.limits() {
+                builder = builder.limit(limit);
+            }
             (
                 builder,
                 format!("no tasks run here ({why}); maintenance only"),

@@ -141,6 +141,9 @@ pub(crate) fn build(
     for schedule in config.schedules() {
         builder = builder.schedule(schedule);
     }
+    for limit in config.limits() {
+        builder = builder.limit(limit);
+    }
     Some((builder, summary))
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use offload_store::{Clock, Store, SystemClock};
 use offload_types::{
-    DEFAULT_EVENT_RETENTION, DEFAULT_LEASE, DEFAULT_QUEUE, DEFAULT_RETENTION, MAX_DURATION,
+    DEFAULT_EVENT_RETENTION, DEFAULT_LEASE, DEFAULT_QUEUE, DEFAULT_RETENTION, Limit, MAX_DURATION,
     Schedule,
 };
 
@@ -68,6 +68,7 @@ pub struct WorkerBuilder {
     claim_batch: usize,
     schedules: Vec<Schedule>,
     scheduler: bool,
+    limits: Vec<Limit>,
 }
 
 impl WorkerBuilder {
@@ -94,7 +95,16 @@ impl WorkerBuilder {
             claim_batch: DEFAULT_CLAIM_BATCH,
             schedules: Vec::new(),
             scheduler: true,
+            limits: Vec::new(),
         }
+    }
+
+    /// Stores `limit` when the worker starts (replacing the one with the
+    /// same scope and target): defined in code next to its runner, applied
+    /// by every worker sharing the store.
+    pub fn limit(mut self, limit: Limit) -> Self {
+        self.limits.push(limit);
+        self
     }
 
     /// Stores `schedule` when the worker starts (keeping its next tick and
@@ -351,6 +361,15 @@ impl WorkerBuilder {
             s.validate()
                 .map_err(|e| Error::Config(format!("schedule {:?}: {e}", s.name)))?;
         }
+        for l in &self.limits {
+            l.validate().map_err(|e| {
+                Error::Config(format!(
+                    "limit for {} {:?}: {e}",
+                    l.scope.as_str(),
+                    l.target
+                ))
+            })?;
+        }
         let worker_id = self.worker_id.unwrap_or_else(|| {
             let random = uuid::Uuid::new_v4().simple().to_string();
             format!("worker-{}-{}", std::process::id(), &random[..6])
@@ -380,6 +399,7 @@ impl WorkerBuilder {
             )),
             schedules: self.schedules,
             scheduler: self.scheduler,
+            limits: self.limits,
         })
     }
 }

@@ -70,6 +70,7 @@ pub struct Worker {
     shared: Arc<Shared>,
     schedules: Vec<offload_types::Schedule>,
     scheduler: bool,
+    limits: Vec<offload_types::Limit>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -91,9 +92,22 @@ impl Worker {
         &self.shared.worker_id
     }
 
-    /// Starts every loop on the current tokio runtime.
+    /// Starts every loop on the current tokio runtime. Limits given to the
+    /// builder are stored first (a failure is logged; the worker runs).
     pub fn start(self) -> WorkerHandle {
         let shared = self.shared;
+        if !self.limits.is_empty() {
+            let client = shared.client.clone();
+            let limits = self.limits;
+            tokio::spawn(async move {
+                for limit in limits {
+                    let what = format!("{} {:?}", limit.scope.as_str(), limit.target);
+                    if let Err(e) = client.set_limit(limit).await {
+                        tracing::error!(limit = %what, error = %e, "could not store the limit");
+                    }
+                }
+            });
+        }
         let services_stop_for_scheduler = CancellationToken::new();
         let scheduler = self.scheduler.then(|| {
             tokio::spawn(scheduler::run(

@@ -178,6 +178,18 @@ impl Store for FlakyStore {
     ) -> StoreResult<offload_store::ScheduleFired> {
         self.inner.schedule_fire(p).await
     }
+    async fn limit_put(
+        &self,
+        p: &offload_store::LimitPutParams,
+    ) -> StoreResult<offload_store::LimitRecord> {
+        self.inner.limit_put(p).await
+    }
+    async fn limit_list(&self) -> StoreResult<Vec<offload_store::LimitRecord>> {
+        self.inner.limit_list().await
+    }
+    async fn limit_delete(&self, p: &offload_store::LimitDeleteParams) -> StoreResult<bool> {
+        self.inner.limit_delete(p).await
+    }
     async fn task_resolve_blocked(&self, p: &offload_store::TaskResolveParams) -> StoreResult<u64> {
         self.inner.task_resolve_blocked(p).await
     }
