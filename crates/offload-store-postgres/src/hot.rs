@@ -8,6 +8,11 @@
 //! using them goes to [`crate::flow`], and a finish that ends a task with
 //! dependents is refused by the one statement and redone in a transaction
 //! that settles them ([`finish`]), so tasks without them pay nothing.
+//!
+//! Likewise a claim that stored limits or fairness keys concern goes to
+//! [`crate::limits::claim`], and an insert a quota bears on to
+//! [`crate::limits::insert_with_quotas`]; every other claim and insert
+//! runs the same one statement as before.
 
 use sqlx::AssertSqlSafe;
 use std::collections::{HashMap, HashSet};

@@ -22,6 +22,12 @@
 //!   dependency close the race between a new edge and the dependency's
 //!   end. Unique keys are serialised with transaction-scoped advisory
 //!   locks.
+//! - Limits (concurrency per name or queue, per input key, rate) and
+//!   fairness across `fairness_key`s apply only to the claims they
+//!   concern: those run in a transaction holding the schema's limits
+//!   advisory lock (fairness alone needs no lock), while every other
+//!   claim keeps its one statement. Quotas of waiting tasks per fairness
+//!   key serialise inserts per key with advisory locks.
 //! - Cron schedules fire each tick once however many schedulers run: a
 //!   compare-and-set on the stored next tick and the insert of the tick's
 //!   task commit together.

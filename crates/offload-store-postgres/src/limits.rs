@@ -1,6 +1,25 @@
 //! Stored [`Limit`]s: put, list and delete (one row per scope and target,
-//! the definition as JSON), the per-instance cache of the stored set, and
-//! the limited claim.
+//! the definition as JSON), the per-instance cache of the stored set
+//! (at most [`LIMIT_CACHE_TTL`] old; a put or delete through the instance
+//! clears it), the limited claim, and quotas at insert.
+//!
+//! **The limited claim** ([`claim`]) runs when a limit concerns the claim
+//! (its queue's, or one of a name it may take) or the queue has tasks
+//! with a fairness key. In one transaction it takes the schema's limits
+//! advisory lock (only when limits concern it), so two limited claims
+//! never see the same free slot; reads at most `limit × 10 + 100`
+//! candidates, row-locked with `SKIP LOCKED` like the fast claim (which
+//! other claims of the queue may still run); reads per limit the running
+//! count, the running count per key value (`input #> path`, compared as
+//! JSON) and the starts in the rate window; then takes candidates
+//! round-robin across fairness keys while every matching limit admits
+//! them, and writes their start, one rate-log row per start under each
+//! rate, and the served state of the keys.
+//!
+//! **Quotas** ([`insert_with_quotas`]): a batch with a fairness key whose
+//! name or queue has `max_queued_per_key` is inserted in a transaction
+//! (a savepoint of the caller's) holding one advisory lock per (scope,
+//! target, key), after counting that key's waiting tasks.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -307,15 +326,17 @@ async fn load(
                 .execute(&mut *conn)
                 .await
                 .map_err(map)?;
+            // Starts stamped after `now` count too: a claim's `now` is
+            // taken before it waits for the lock, so a claim that got the
+            // lock first may have logged a later time.
             let sql = format!(
                 "SELECT count(*) FROM {q}.limit_starts \
-                 WHERE scope = $1 AND target = $2 AND at > $3 AND at <= $4"
+                 WHERE scope = $1 AND target = $2 AND at > $3"
             );
             sqlx::query(AssertSqlSafe(sql))
                 .bind(limit.scope.as_str())
                 .bind(&limit.target)
                 .bind(since)
-                .bind(now)
                 .fetch_one(&mut *conn)
                 .await
                 .map_err(map)?
@@ -369,6 +390,7 @@ fn candidate_bound(limit: u32) -> i64 {
     i64::from(limit) * 10 + 100
 }
 
+/// The body of [`claim`], inside its transaction `conn`.
 async fn claim_in(
     store: &PgStore,
     conn: &mut PgConnection,
@@ -847,4 +869,29 @@ async fn check_quotas(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pointers_become_text_paths() {
+        assert_eq!(pointer_path("/customer_id"), vec!["customer_id"]);
+        assert_eq!(pointer_path("/customer/id"), vec!["customer", "id"]);
+        assert_eq!(pointer_path("/a~1b/c~0d"), vec!["a/b", "c~d"]);
+        let l = Limit::name("i").per_key("a/b", 1);
+        assert_eq!(
+            l.key_pointer().map(|p| pointer_path(&p)),
+            Some(vec!["a/b".to_owned()])
+        );
+    }
+
+    #[test]
+    fn key_values_compare_as_json() {
+        let one = key_value(&serde_json::json!({"k": 1}), "/k");
+        let text = key_value(&serde_json::json!({"k": "1"}), "/k");
+        assert!(one.is_some() && text.is_some() && one != text);
+        assert_eq!(key_value(&serde_json::json!({"x": 1}), "/k"), None);
+    }
 }

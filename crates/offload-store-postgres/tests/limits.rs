@@ -99,18 +99,10 @@ fn fair(queue: &str, key: &str) -> NewTask {
 async fn concurrent_claimers_through_two_stores_never_exceed_a_limit() {
     let schema = PgSchema::new().await;
     let stores = [Arc::new(open(&schema).await), Arc::new(open(&schema).await)];
-    put(&stores[0], Limit::queue("conc").concurrency(3)).await;
-    put(&stores[0], Limit::queue("keyed").per_key("customer", 2)).await;
-    put(
-        &stores[0],
-        Limit::queue("rated").rate("4/h".parse().unwrap()),
-    )
-    .await;
-    put(&stores[1], Limit::queue("conc").concurrency(3)).await;
     for (queue, allowed) in [("conc", 3usize), ("keyed", 4), ("rated", 4)] {
         for round in 0..5 {
             let q = format!("{queue}-{round}");
-            // the limit is per queue: one limit per round's queue
+            // a fresh queue (and its limit) per round
             let limit = match queue {
                 "conc" => Limit::queue(q.clone()).concurrency(3),
                 "keyed" => Limit::queue(q.clone()).per_key("customer", 2),
@@ -280,7 +272,8 @@ async fn fairness_serves_a_small_key_behind_a_large_backlog() {
     assert!(a < 100, "all of B started before A's 100th ({a} of A)");
 }
 
-/// Keyless tasks of a queue that also has keyed ones take their turn.
+/// A fair claim restricted to some names takes only tasks of those names,
+/// from every key.
 #[tokio::test]
 async fn fair_claims_by_names_respect_the_names() {
     let schema = PgSchema::new().await;
