@@ -46,7 +46,7 @@ impl GroupHandle {
 }
 
 /// Page size when reading many tasks by id.
-const IDS_PER_PAGE: usize = 500;
+const IDS_PER_PAGE: u32 = 500;
 
 impl Client {
     /// Enqueues a group in one commit: the `members`, and `callback`, which
@@ -143,11 +143,9 @@ impl Client {
             .filter(|(s, _)| s.is_terminal())
             .map(|(_, n)| n)
             .sum();
-        let percent = if size == 0 {
-            100
-        } else {
-            u8::try_from(ended * 100 / size).unwrap_or(100)
-        };
+        let percent = (ended * 100)
+            .checked_div(size)
+            .map_or(100, |p| u8::try_from(p).unwrap_or(100));
         Ok(GroupStatus {
             id,
             size,
@@ -180,7 +178,7 @@ impl Client {
                         ..TaskFilter::default()
                     },
                     cursor,
-                    limit: IDS_PER_PAGE as u32,
+                    limit: IDS_PER_PAGE,
                 })
                 .await?;
             for task in &page.tasks {
@@ -203,7 +201,7 @@ impl Client {
     /// [`Error::NotFound`] names the first id with no task.
     pub async fn get_many(&self, ids: &[TaskId]) -> Result<Vec<Task>> {
         let mut found = std::collections::HashMap::with_capacity(ids.len());
-        for chunk in ids.chunks(IDS_PER_PAGE) {
+        for chunk in ids.chunks(IDS_PER_PAGE as usize) {
             let page = self
                 .list(TaskListParams {
                     filter: TaskFilter {
@@ -211,7 +209,7 @@ impl Client {
                         ..TaskFilter::default()
                     },
                     cursor: None,
-                    limit: chunk.len() as u32,
+                    limit: IDS_PER_PAGE,
                 })
                 .await?;
             found.extend(page.tasks.into_iter().map(|t| (t.id, t)));

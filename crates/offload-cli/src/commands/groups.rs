@@ -106,12 +106,11 @@ fn read_group(path: &PathBuf, config: &Config) -> anyhow::Result<(Vec<NewTask>, 
     let Value::Object(mut fields) = value else {
         return Err(Failure::usage(format!(
             "{label}: a group is an object with \"members\" and \"callback\""
-        ))
-        .into());
+        )));
     };
     let task = |v: &Value, at: &str| -> anyhow::Result<NewTask> {
         parse_line(&v.to_string(), config)
-            .map_err(|e| Failure::usage(format!("{label}: {at}: {e}")).into())
+            .map_err(|e| Failure::usage(format!("{label}: {at}: {e}")))
     };
     let members = match fields.remove("members") {
         Some(Value::Array(items)) => items
@@ -120,20 +119,19 @@ fn read_group(path: &PathBuf, config: &Config) -> anyhow::Result<(Vec<NewTask>, 
             .map(|(i, v)| task(v, &format!("members[{i}]")))
             .collect::<anyhow::Result<Vec<_>>>()?,
         _ => {
-            return Err(
-                Failure::usage(format!("{label}: \"members\" must be an array of tasks")).into(),
-            );
+            return Err(Failure::usage(format!(
+                "{label}: \"members\" must be an array of tasks"
+            )));
         }
     };
     let callback = match fields.remove("callback") {
         Some(v) => task(&v, "callback")?,
-        None => return Err(Failure::usage(format!("{label}: \"callback\" is required")).into()),
+        None => return Err(Failure::usage(format!("{label}: \"callback\" is required"))),
     };
     if let Some(extra) = fields.keys().next() {
         return Err(Failure::usage(format!(
             "{label}: unknown field {extra:?}, expected \"members\" or \"callback\""
-        ))
-        .into());
+        )));
     }
     Ok((members, callback))
 }
