@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,29 +15,9 @@ use offload::{
     Client, Context, Controller, EnqueueOutcome, NewTask, Runner, Status, Task, TaskError,
     TaskOptions, UniquePolicy, Worker, WorkerHandle, async_trait,
 };
-use offload_test_support::PgSchema;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// A store of each kind; the SQLite file or PostgreSQL schema lives as long as this.
-enum Backing {
-    Sqlite(#[allow(dead_code)] tempfile::TempDir),
-    Postgres(#[allow(dead_code)] PgSchema),
-}
-
-async fn sqlite() -> (Backing, Client) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("offload.db").display());
-    let client = Client::connect(&url).await.unwrap();
-    (Backing::Sqlite(dir), client)
-}
-
-async fn postgres() -> (Backing, Client) {
-    let schema = PgSchema::new().await;
-    let client = Client::connect(&schema.url()).await.unwrap();
-    (Backing::Postgres(schema), client)
-}
 
 /// What the runners saw: (event, task name, input) in order.
 type Log = Arc<Mutex<Vec<(&'static str, String, Value)>>>;
@@ -109,7 +91,7 @@ fn position(log: &Log, event: &str, n: i64) -> usize {
         .unwrap_or_else(|| panic!("no {event} of n={n}"))
 }
 
-async fn diamond_runs_in_order_and_reads_outputs(client: Client) {
+async fn diamond_runs_in_order_and_reads_outputs(client: Client, _other: Client) {
     let log: Log = Arc::default();
     // A(1) → B(10), C(100) → D(1000): D returns 1000 + (10 + 1) + (100 + 1)
     let a = task("step", json!({"n": 1}));
@@ -135,7 +117,7 @@ async fn diamond_runs_in_order_and_reads_outputs(client: Client) {
     assert!(position(&log, "end", 100) < position(&log, "start", 1000));
 }
 
-async fn a_failed_branch_aborts_exactly_what_is_downstream(client: Client) {
+async fn a_failed_branch_aborts_exactly_what_is_downstream(client: Client, _other: Client) {
     let log: Log = Arc::default();
     // A → B (fails) → D → E ; A → C → D ; F alone; G depends on C only
     let a = task("step", json!({"n": 1}));
@@ -195,7 +177,7 @@ async fn a_failed_branch_aborts_exactly_what_is_downstream(client: Client) {
     );
 }
 
-async fn a_group_callback_reads_every_members_outcome(client: Client) {
+async fn a_group_callback_reads_every_members_outcome(client: Client, _other: Client) {
     let log: Log = Arc::default();
     let members: Vec<NewTask> = (1..=5)
         .map(|n| task("part", json!({"n": n, "fail": n == 3})))
@@ -233,7 +215,7 @@ async fn a_group_callback_reads_every_members_outcome(client: Client) {
     assert!(last_end < callback_start);
 }
 
-async fn aborting_a_group_aborts_its_callback_and_waiting_members(client: Client) {
+async fn aborting_a_group_aborts_its_callback_and_waiting_members(client: Client, _other: Client) {
     let members: Vec<NewTask> = (1..=3).map(|n| task("part", json!({"n": n}))).collect();
     let group = client
         .trigger_group(members, task("assemble", json!({})))
@@ -251,7 +233,7 @@ async fn aborting_a_group_aborts_its_callback_and_waiting_members(client: Client
     }
 }
 
-async fn debounce_runs_once_with_the_last_input(client: Client) {
+async fn debounce_runs_once_with_the_last_input(client: Client, _other: Client) {
     let log: Log = Arc::default();
     let worker = start(&client, &log, &["reindex"]);
     let policy = UniquePolicy::debounce(Duration::from_secs(1)).max_wait(Duration::from_secs(5));
@@ -298,29 +280,6 @@ async fn debounce_runs_once_with_the_last_input(client: Client) {
         .map(|(_, _, i)| i.clone())
         .collect();
     assert_eq!(starts, [json!({"n": 19})]);
-}
-
-macro_rules! on_both {
-    ($($check:ident),* $(,)?) => {
-        mod on_sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $check() {
-                    let (_b, client) = super::sqlite().await;
-                    super::$check(client).await;
-                }
-            )*
-        }
-        mod on_postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $check() {
-                    let (_b, client) = super::postgres().await;
-                    super::$check(client).await;
-                }
-            )*
-        }
-    };
 }
 
 on_both!(

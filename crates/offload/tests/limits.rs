@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,31 +16,9 @@ use offload::{
     Client, Context, Controller, Error, Limit, NewTask, Runner, Status, StoreError, Task,
     TaskError, TaskFilter, TaskOptions, Worker, WorkerHandle, async_trait,
 };
-use offload_test_support::PgSchema;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-enum Backing {
-    Sqlite(#[allow(dead_code)] tempfile::TempDir),
-    Postgres(#[allow(dead_code)] PgSchema),
-}
-
-/// Two clients (two connection pools, as two processes would have) on one store.
-async fn sqlite() -> (Backing, Client, Client) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("offload.db").display());
-    let a = Client::connect(&url).await.unwrap();
-    let b = Client::connect(&url).await.unwrap();
-    (Backing::Sqlite(dir), a, b)
-}
-
-async fn postgres() -> (Backing, Client, Client) {
-    let schema = PgSchema::new().await;
-    let a = Client::connect(&schema.url()).await.unwrap();
-    let b = Client::connect(&schema.url()).await.unwrap();
-    (Backing::Postgres(schema), a, b)
-}
 
 /// Records each run's input and its start and end instants.
 struct Recorder {
@@ -238,29 +218,6 @@ async fn a_quota_refuses_the_excess_and_frees_up(a: Client, _b: Client) {
     a.trigger_many(vec![t("t1"), t("t1"), t("t1")])
         .await
         .unwrap();
-}
-
-macro_rules! on_both {
-    ($($check:ident),* $(,)?) => {
-        mod on_sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $check() {
-                    let (_backing, a, b) = super::sqlite().await;
-                    super::$check(a, b).await;
-                }
-            )*
-        }
-        mod on_postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $check() {
-                    let (_backing, a, b) = super::postgres().await;
-                    super::$check(a, b).await;
-                }
-            )*
-        }
-    };
 }
 
 on_both!(

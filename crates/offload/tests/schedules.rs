@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -14,29 +16,7 @@ use offload::{
     TaskFilter, TaskListParams, Worker, WorkerHandle, async_trait,
 };
 use offload_store::{ScheduleFireParams, SchedulePutParams};
-use offload_test_support::PgSchema;
 use serde_json::{Value, json};
-
-enum Backing {
-    Sqlite(#[allow(dead_code)] tempfile::TempDir),
-    Postgres(#[allow(dead_code)] PgSchema),
-}
-
-/// Two clients (two connection pools, as two processes would have) on one store.
-async fn sqlite() -> (Backing, Client, Client) {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("offload.db").display());
-    let a = Client::connect(&url).await.unwrap();
-    let b = Client::connect(&url).await.unwrap();
-    (Backing::Sqlite(dir), a, b)
-}
-
-async fn postgres() -> (Backing, Client, Client) {
-    let schema = PgSchema::new().await;
-    let a = Client::connect(&schema.url()).await.unwrap();
-    let b = Client::connect(&schema.url()).await.unwrap();
-    (Backing::Postgres(schema), a, b)
-}
 
 struct Noop;
 
@@ -221,29 +201,6 @@ async fn a_tick_is_fired_once_by_racing_calls(a: Client, b: Client) {
     assert!(results.contains(&ScheduleFired::Lost));
     let count = a.count(TaskFilter::default()).await.unwrap();
     assert_eq!(count.iter().map(|c| c.count).sum::<u64>(), 1);
-}
-
-macro_rules! on_both {
-    ($($check:ident),* $(,)?) => {
-        mod on_sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $check() {
-                    let (_backing, a, b) = super::sqlite().await;
-                    super::$check(a, b).await;
-                }
-            )*
-        }
-        mod on_postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $check() {
-                    let (_backing, a, b) = super::postgres().await;
-                    super::$check(a, b).await;
-                }
-            )*
-        }
-    };
 }
 
 on_both!(
