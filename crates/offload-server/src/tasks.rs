@@ -79,6 +79,9 @@ pub(crate) async fn enqueue(
         }
         item => vec![new_task(item, "")?],
     };
+    // a returned id equal to the one given means the task was stored (a
+    // unique key may answer with an existing task instead)
+    let given: Vec<TaskId> = tasks.iter().map(|t| t.id).collect();
     let (handles, replayed) = match (key, fingerprint) {
         (Some(key), Some(fingerprint)) => {
             // keys are per caller (two tokens may use the same key), stored
@@ -105,10 +108,7 @@ pub(crate) async fn enqueue(
     };
     let ids: Vec<TaskId> = handles.iter().map(|h| h.id()).collect();
     let outcomes: Vec<EnqueueOutcome> = handles.iter().map(|h| h.outcome()).collect();
-    let created = outcomes
-        .iter()
-        .filter(|o| **o == EnqueueOutcome::Created)
-        .count();
+    let created = ids.iter().zip(&given).filter(|(id, g)| id == g).count();
     if !replayed {
         metrics.enqueued(created);
     }

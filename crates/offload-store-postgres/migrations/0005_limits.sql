@@ -38,6 +38,11 @@ CREATE TABLE {schema}.fairness_served (
 CREATE INDEX tasks_pending_fair ON {schema}.tasks (queue, fairness_key, priority DESC, run_at, id)
     WHERE status = 'pending' AND fairness_key IS NOT NULL;
 
+-- Whether a queue has due scheduled tasks with a fairness key (which
+-- makes its claims fair) is found through this index.
+CREATE INDEX tasks_scheduled_fair ON {schema}.tasks (queue, run_at)
+    WHERE status = 'scheduled' AND fairness_key IS NOT NULL;
+
 -- Quotas count the waiting tasks of one key, by queue or by name.
 CREATE INDEX tasks_waiting_key ON {schema}.tasks (fairness_key, queue, name)
     WHERE status IN ('scheduled', 'blocked', 'pending') AND fairness_key IS NOT NULL;

@@ -745,10 +745,21 @@ pub(crate) async fn finish(
         // A task twice in one batch: the first item counts, the second
         // finds the lease gone, as if sent in a later call.
         if seen.insert(item.lease.id) {
-            first.push(item);
-            ends.push(item.lease.id, item.lease.lease_token.0, end);
+            first.push((item, end));
         }
     }
+    // Bound in id order, so the rows are locked in the order the
+    // settling of dependencies locks them (see [`crate::flow`]): two
+    // batches, or a batch and a settle, never wait on each other in a
+    // cycle.
+    first.sort_unstable_by_key(|(item, _)| item.lease.id);
+    let first: Vec<&offload_store::TaskFinish> = first
+        .into_iter()
+        .map(|(item, end)| {
+            ends.push(item.lease.id, item.lease.lease_token.0, end);
+            item
+        })
+        .collect();
     let (plan, flight) = store.inner.debounce.plan(ends_payload(&p.items));
     let accepted = end_attempts(
         store,

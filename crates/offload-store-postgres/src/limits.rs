@@ -8,7 +8,9 @@
 //! with a fairness key. In one transaction it takes the schema's limits
 //! advisory lock (only when limits concern it), so two limited claims
 //! never see the same free slot; reads at most `limit × 10 + 100`
-//! candidates, row-locked with `SKIP LOCKED` like the fast claim (which
+//! candidates per round (leaving out the names, key values or queue some
+//! limit has no room for; see [`Saturated`]; a round that saturates some
+//! is followed by another), row-locked with `SKIP LOCKED` like the fast claim (which
 //! other claims of the queue may still run); reads per limit the running
 //! count, the running count per key value (`input #> path`, compared as
 //! JSON) and the starts in the rate window; then takes candidates
@@ -21,7 +23,7 @@
 //! (a savepoint of the caller's) holding one advisory lock per (scope,
 //! target, key), after counting that key's waiting tasks.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -248,6 +250,29 @@ impl Applied {
         true
     }
 
+    /// Whether the limit admits no task at all now, whatever its key:
+    /// its concurrency is full or its rate has no room.
+    fn full(&self) -> bool {
+        let l = &self.limit;
+        l.concurrency.is_some_and(|c| self.running >= i64::from(c))
+            || l.rate.is_some_and(|r| self.starts >= i64::from(r.limit))
+    }
+
+    /// The key values (canonical JSON text) whose key concurrency is full.
+    fn full_keys(&self) -> Vec<String> {
+        let Some(c) = self.limit.key_concurrency else {
+            return Vec::new();
+        };
+        let mut keys: Vec<String> = self
+            .by_key
+            .iter()
+            .filter(|(_, n)| **n >= i64::from(c))
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.sort_unstable();
+        keys
+    }
+
     /// Counts `t` as taken.
     fn take(&mut self, t: &Task) {
         self.running += 1;
@@ -264,6 +289,97 @@ fn scope_column(scope: LimitScope) -> &'static str {
     match scope {
         LimitScope::Name => "name",
         LimitScope::Queue => "queue",
+    }
+}
+
+/// What is saturated when a claim starts (read under the limits lock),
+/// so its candidates leave out the tasks no limit would admit and its
+/// bounded window is spent on tasks it can take: a task saturated at the
+/// head of the queue (one key value, one name) never hides the others.
+/// What saturates during the claim is still checked per candidate.
+#[derive(Debug, Default)]
+struct Saturated {
+    /// A limit of the claim's queue admits nothing: take nothing.
+    queue: bool,
+    /// Names whose limit admits nothing.
+    names: Vec<String>,
+    /// Per limit with full key values: its name (`None` for a queue
+    /// limit), the key's `#>` path, and the full values as JSON text.
+    keys: Vec<(Option<String>, Vec<String>, Vec<String>)>,
+    /// The tasks this claim took in earlier rounds (still waiting, and
+    /// locked by it, until it starts them).
+    taken: Vec<uuid::Uuid>,
+}
+
+impl Saturated {
+    /// Works out what `applied` leaves no room for in a claim of `queue`.
+    fn of(applied: &[Applied], queue: &str) -> Self {
+        let mut out = Saturated::default();
+        for a in applied {
+            let name = match a.limit.scope {
+                LimitScope::Queue if a.limit.target != queue => continue,
+                LimitScope::Queue => None,
+                LimitScope::Name => Some(a.limit.target.clone()),
+            };
+            if a.full() {
+                match name {
+                    None => out.queue = true,
+                    Some(n) => out.names.push(n),
+                }
+                continue;
+            }
+            let keys = a.full_keys();
+            if let (Some(pointer), false) = (&a.pointer, keys.is_empty()) {
+                out.keys.push((name, pointer_path(pointer), keys));
+            }
+        }
+        out
+    }
+
+    /// The candidate filter, its parameters numbered from `first` (bound
+    /// by [`Saturated::bind`] in the same order). A task without the key
+    /// (`input #> path` NULL) is never left out by it.
+    fn sql(&self, first: usize) -> String {
+        let mut n = first;
+        let mut out = String::new();
+        if !self.names.is_empty() {
+            out.push_str(&format!(" AND name <> ALL(${n}::text[])"));
+            n += 1;
+        }
+        if !self.taken.is_empty() {
+            out.push_str(&format!(" AND id <> ALL(${n}::uuid[])"));
+            n += 1;
+        }
+        for _ in &self.keys {
+            out.push_str(&format!(
+                " AND NOT ((${n}::text IS NULL OR name = ${n}::text) \
+                 AND coalesce(input #> ${p}::text[] = ANY(${v}::text[]::jsonb[]), false))",
+                p = n + 1,
+                v = n + 2
+            ));
+            n += 3;
+        }
+        out
+    }
+
+    /// Binds the parameters of [`Saturated::sql`].
+    fn bind<'q>(
+        &self,
+        mut query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        if !self.names.is_empty() {
+            query = query.bind(self.names.clone());
+        }
+        if !self.taken.is_empty() {
+            query = query.bind(self.taken.clone());
+        }
+        for (name, path, values) in &self.keys {
+            query = query
+                .bind(name.clone())
+                .bind(path.clone())
+                .bind(values.clone());
+        }
+        query
     }
 }
 
@@ -385,7 +501,10 @@ pub(crate) async fn claim(
     }
 }
 
-/// How many candidates a claim of `limit` examines at most.
+/// Most rounds of candidates one limited claim reads.
+const MAX_CLAIM_ROUNDS: usize = 8;
+
+/// How many candidates a claim of `limit` examines at most (per round).
 fn candidate_bound(limit: u32) -> i64 {
     i64::from(limit) * 10 + 100
 }
@@ -405,27 +524,49 @@ async fn claim_in(
             .await
             .map_err(map)?;
     }
-    let bound = candidate_bound(p.limit);
-    let (groups, served) = if fair {
-        fair_candidates(store, conn, p, bound).await?
-    } else {
-        let mut all = pending(store, conn, p, bound).await?;
-        all.extend(due(store, conn, p, bound).await?);
-        all.sort_unstable_by_key(claim_order);
-        all.truncate(usize::try_from(bound).unwrap_or(usize::MAX));
-        (vec![VecDeque::from(all)], None)
-    };
     let mut applied = load(store, conn, limits, p.now).await?;
+    let bound = candidate_bound(p.limit);
     let limit = usize::try_from(p.limit).unwrap_or(usize::MAX);
-    let taken = fairness::round_robin(groups, limit, |t| {
-        let ok = applied.iter().filter(|a| a.matches(t)).all(|a| a.admits(t));
-        if ok {
-            for a in applied.iter_mut().filter(|a| a.matches(t)) {
-                a.take(t);
-            }
+    let mut taken: Vec<Task> = Vec::new();
+    let mut served = None;
+    // Each round reads candidates leaving out what is saturated by then
+    // (and what this claim took); a round that took some and refused
+    // some (a key or name it saturated) is followed by another, so a
+    // saturated head never hides the tasks behind it.
+    for _ in 0..MAX_CLAIM_ROUNDS {
+        let mut ex = Saturated::of(&applied, &p.queue);
+        if ex.queue {
+            break;
         }
-        ok
-    });
+        ex.taken = taken.iter().map(|t| codec::uuid(t.id)).collect();
+        let (groups, base) = if fair {
+            fair_candidates(store, conn, p, bound, &ex).await?
+        } else {
+            let mut all = pending(store, conn, p, bound, &ex).await?;
+            all.extend(due(store, conn, p, bound, &ex).await?);
+            all.sort_unstable_by_key(claim_order);
+            all.truncate(usize::try_from(bound).unwrap_or(usize::MAX));
+            (vec![VecDeque::from(all)], None)
+        };
+        served = served.or(base);
+        let mut refused = false;
+        let round = fairness::round_robin(groups, limit - taken.len(), |t| {
+            let ok = applied.iter().filter(|a| a.matches(t)).all(|a| a.admits(t));
+            if ok {
+                for a in applied.iter_mut().filter(|a| a.matches(t)) {
+                    a.take(t);
+                }
+            } else {
+                refused = true;
+            }
+            ok
+        });
+        let more = !round.is_empty() && refused;
+        taken.extend(round);
+        if !more || taken.len() >= limit {
+            break;
+        }
+    }
     if taken.is_empty() {
         return Ok(Vec::new());
     }
@@ -459,21 +600,21 @@ async fn pending(
     conn: &mut PgConnection,
     p: &TaskClaimParams,
     bound: i64,
+    ex: &Saturated,
 ) -> StoreResult<Vec<Task>> {
     let sql = format!(
-        "SELECT {cols} FROM {q}.tasks WHERE status = 'pending' AND queue = $1{names} \
+        "SELECT {cols} FROM {q}.tasks WHERE status = 'pending' AND queue = $1{names}{ex} \
          ORDER BY priority DESC, run_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
         cols = task_columns(""),
         q = store.q(),
-        names = names_filter(p, 3)
+        names = names_filter(p, 3),
+        ex = ex.sql(4)
     );
-    let rows = sqlx::query(AssertSqlSafe(sql))
+    let query = sqlx::query(AssertSqlSafe(sql))
         .bind(&p.queue)
         .bind(bound)
-        .bind(&p.names)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(map)?;
+        .bind(&p.names);
+    let rows = ex.bind(query).fetch_all(&mut *conn).await.map_err(map)?;
     codec::tasks(&rows)
 }
 
@@ -484,23 +625,23 @@ async fn due(
     conn: &mut PgConnection,
     p: &TaskClaimParams,
     bound: i64,
+    ex: &Saturated,
 ) -> StoreResult<Vec<Task>> {
     let sql = format!(
         "SELECT {cols} FROM {q}.tasks WHERE status = 'scheduled' AND queue = $1 \
-         AND run_at <= $3{names} \
+         AND run_at <= $3{names}{ex} \
          ORDER BY priority DESC, run_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
         cols = task_columns(""),
         q = store.q(),
-        names = names_filter(p, 4)
+        names = names_filter(p, 4),
+        ex = ex.sql(5)
     );
-    let rows = sqlx::query(AssertSqlSafe(sql))
+    let query = sqlx::query(AssertSqlSafe(sql))
         .bind(&p.queue)
         .bind(bound)
         .bind(p.now)
-        .bind(&p.names)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(map)?;
+        .bind(&p.names);
+    let rows = ex.bind(query).fetch_all(&mut *conn).await.map_err(map)?;
     codec::tasks(&rows)
 }
 
@@ -517,6 +658,7 @@ async fn fair_candidates(
     conn: &mut PgConnection,
     p: &TaskClaimParams,
     bound: i64,
+    ex: &Saturated,
 ) -> StoreResult<(Vec<VecDeque<Task>>, Option<i64>)> {
     let q = store.q();
     let sql = format!(
@@ -537,7 +679,7 @@ async fn fair_candidates(
         .iter()
         .map(|r| r.try_get::<String, _>(0).map_err(map))
         .collect::<StoreResult<_>>()?;
-    let due = due(store, conn, p, bound).await?;
+    let due = due(store, conn, p, bound, ex).await?;
     keys.push(fairness::KEYLESS.to_owned());
     for t in &due {
         keys.push(fairness::bucket(t).to_owned());
@@ -578,40 +720,38 @@ async fn fair_candidates(
         let sql = format!(
             "SELECT {cols} FROM {q}.tasks t WHERE t.id IN (SELECT x.id \
              FROM unnest($2::text[]) AS k(key), LATERAL (SELECT id FROM {q}.tasks \
-             WHERE status = 'pending' AND queue = $1 AND fairness_key = k.key{names} \
+             WHERE status = 'pending' AND queue = $1 AND fairness_key = k.key{names}{ex} \
              ORDER BY priority DESC, run_at, id LIMIT $3) x) \
              AND t.status = 'pending' FOR UPDATE OF t SKIP LOCKED",
             cols = task_columns("t"),
-            names = names_filter(p, 4)
+            names = names_filter(p, 4),
+            ex = ex.sql(5)
         );
-        let rows = sqlx::query(AssertSqlSafe(sql))
+        let query = sqlx::query(AssertSqlSafe(sql))
             .bind(&p.queue)
             .bind(&keyed)
             .bind(per_key)
-            .bind(&p.names)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(map)?;
+            .bind(&p.names);
+        let rows = ex.bind(query).fetch_all(&mut *conn).await.map_err(map)?;
         all.extend(codec::tasks(&rows)?);
     }
     if keys.iter().any(String::is_empty) {
         let sql = format!(
             "SELECT {cols} FROM {q}.tasks t WHERE t.id IN (SELECT w.id FROM (SELECT id, \
              fairness_key, priority, run_at FROM {q}.tasks WHERE status = 'pending' \
-             AND queue = $1{names} ORDER BY priority DESC, run_at, id LIMIT $2) w \
+             AND queue = $1{names}{ex} ORDER BY priority DESC, run_at, id LIMIT $2) w \
              WHERE w.fairness_key IS NULL ORDER BY w.priority DESC, w.run_at, w.id LIMIT $3) \
              AND t.status = 'pending' FOR UPDATE OF t SKIP LOCKED",
             cols = task_columns("t"),
-            names = names_filter(p, 4)
+            names = names_filter(p, 4),
+            ex = ex.sql(5)
         );
-        let rows = sqlx::query(AssertSqlSafe(sql))
+        let query = sqlx::query(AssertSqlSafe(sql))
             .bind(&p.queue)
             .bind(bound.saturating_mul(10))
             .bind(per_key)
-            .bind(&p.names)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(map)?;
+            .bind(&p.names);
+        let rows = ex.bind(query).fetch_all(&mut *conn).await.map_err(map)?;
         all.extend(codec::tasks(&rows)?);
     }
     all.sort_unstable_by_key(claim_order);
@@ -706,7 +846,9 @@ async fn mark_served(
     taken: &[Task],
     base: i64,
 ) -> StoreResult<()> {
-    let mut last: HashMap<&str, i64> = HashMap::new();
+    // Sorted: concurrent claims upsert the rows in the same order, so
+    // they never wait on each other in a cycle.
+    let mut last: BTreeMap<&str, i64> = BTreeMap::new();
     for (i, t) in taken.iter().enumerate() {
         last.insert(
             fairness::bucket(t),

@@ -295,3 +295,82 @@ async fn fair_claims_by_names_respect_the_names() {
     assert_eq!(got.len(), 2);
     assert!(got.iter().all(|t| t.name == "job"));
 }
+
+/// One saturated key value at the head of a queue hides nothing: with
+/// `key_concurrency` 1, 500 tasks of customer A queued before one of
+/// customer B, a claim of 2 takes one A and the B; once both run, a
+/// later task of customer C is still found behind the 499 waiting A.
+#[tokio::test]
+async fn a_saturated_key_at_the_head_hides_nothing() {
+    let schema = PgSchema::new().await;
+    let store = open(&schema).await;
+    put(&store, Limit::queue("keyed").per_key("customer", 1)).await;
+    insert(
+        &store,
+        (0..500)
+            .map(|_| task("keyed", json!({"customer": "A"})))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    insert(&store, vec![task("keyed", json!({"customer": "B"}))])
+        .await
+        .unwrap();
+    let got = claim(&store, "keyed", 2).await;
+    let mut customers: Vec<String> = got
+        .iter()
+        .map(|t| t.input["customer"].as_str().unwrap().to_owned())
+        .collect();
+    customers.sort();
+    assert_eq!(customers, ["A", "B"]);
+    insert(
+        &store,
+        vec![
+            task("keyed", json!({"other": 1})),
+            task("keyed", json!({"customer": "C"})),
+        ],
+    )
+    .await
+    .unwrap();
+    let got = claim(&store, "keyed", 5).await;
+    assert_eq!(got.len(), 2, "the keyless task and C, no more A or B");
+    assert!(got.iter().all(|t| t.input["customer"] != "A"));
+    assert!(claim(&store, "keyed", 5).await.is_empty());
+}
+
+/// One saturated name at the head of a shared queue hides nothing: a
+/// name of concurrency 1 with 500 tasks queued before one of another
+/// name; a claim of 2 takes one of each, and the next claim none.
+#[tokio::test]
+async fn a_saturated_name_at_the_head_hides_nothing() {
+    let schema = PgSchema::new().await;
+    let store = open(&schema).await;
+    put(&store, Limit::name("big").concurrency(1)).await;
+    insert(
+        &store,
+        (0..500)
+            .map(|_| NewTask::new("big", json!(null)).options(TaskOptions::new().queue("shared")))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    insert(
+        &store,
+        vec![NewTask::new("small", json!(null)).options(TaskOptions::new().queue("shared"))],
+    )
+    .await
+    .unwrap();
+    let got = claim(&store, "shared", 2).await;
+    let mut names: Vec<&str> = got.iter().map(|t| t.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["big", "small"]);
+    insert(
+        &store,
+        vec![NewTask::new("small", json!(null)).options(TaskOptions::new().queue("shared"))],
+    )
+    .await
+    .unwrap();
+    let got = claim(&store, "shared", 2).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].name, "small");
+}

@@ -2,11 +2,15 @@
 //! concerns the claim or the queue holds pending tasks with a fairness
 //! key (the plain claim of [`write::claim`] runs otherwise).
 //!
-//! - **Limits** ([`Gate`]): candidates are examined in order and each is
-//!   taken only if every limit matching it keeps room; skipped ones stay
-//!   pending, untouched. At most `limit * 10 + 100` candidates are
-//!   examined, so one blocked key does not hide the claimable tasks behind
-//!   it, and the claim's cost stays bounded.
+//! - **Limits** ([`Gate`]): what is full already (a queue, a task name, a
+//!   key value) is left out in the SQL that reads candidates, so a
+//!   saturated key or name at the head of the queue does not hide the
+//!   tasks behind it; each candidate read is then taken only if every
+//!   limit matching it keeps room, and skipped ones stay pending,
+//!   untouched. A read examines at most `limit * 10 + 100` candidates; when
+//!   one turned candidates away and the claim has room left, what is full
+//!   is worked out again and another read follows (a few at most), so the
+//!   claim's cost stays bounded.
 //! - **Fairness**: the pending tasks of the queue form one lane per
 //!   fairness key (tasks without a key share one lane, stored as key `''`,
 //!   found among the first candidates of the usual order). The claim
@@ -29,11 +33,15 @@ use rusqlite::{Connection, OptionalExtension, ToSql};
 
 use crate::codec::{CLAIM_COLUMNS, RawClaimed};
 use crate::error::map;
-use crate::limits::{Gate, LimitCache};
+use crate::limits::{Gate, LimitCache, Saturated};
 use crate::write::{ClaimArgs, exec, stmt};
 
 /// Most fairness keys of one queue a claim considers (in key order).
 const MAX_KEYS: usize = 1000;
+
+/// Most reads of the usual order one limited claim makes (see
+/// [`select`]).
+const PASSES: usize = 4;
 
 /// A candidate: the claimed row and whether it holds an ended attempt.
 pub(crate) type Candidate = (RawClaimed, bool);
@@ -92,6 +100,12 @@ pub(crate) fn select(
     let mut gate = concerned
         .map(|c| Gate::load(conn, c, set.now))
         .transpose()?;
+    // What has no room now is left out of the candidates read, so one
+    // saturated name or key ahead in the queue hides nothing behind it.
+    let saturated = gate.as_ref().map(Gate::saturated).unwrap_or_default();
+    if saturated.queue {
+        return Ok(Vec::new());
+    }
     let keys = if fair {
         keys(conn, &set.queue)?
     } else {
@@ -103,24 +117,47 @@ pub(crate) fn select(
     let names: &[String] = a.names.as_deref().unwrap_or_default();
     let n_names = a.names.as_ref().map(Vec::len);
     let out = if keys.is_empty() {
-        // The usual order, through the limits.
-        let sql = crate::write::claim_sql(n_names);
+        // The usual order, through the limits. A candidate refused means
+        // something saturated during the claim (taken here): another pass
+        // reads past it, up to `PASSES` in all.
         let window =
             i64::try_from(if gate.is_some() { examine } else { limit }).unwrap_or(i64::MAX);
-        let mut values: Vec<&dyn ToSql> = vec![&set.queue, &window];
-        values.extend(names.iter().map(|n| n as &dyn ToSql));
-        let mut out = Vec::with_capacity(limit);
-        for candidate in read(conn, &sql, &values)? {
-            if out.len() >= limit {
+        let mut out: Vec<Candidate> = Vec::with_capacity(limit);
+        let mut saturated = saturated;
+        for _ in 0..PASSES {
+            let (exclude, excluded) = saturated.filter(3 + names.len());
+            let sql = limited_sql(n_names, &exclude);
+            let mut values: Vec<&dyn ToSql> = vec![&set.queue, &window];
+            values.extend(names.iter().map(|n| n as &dyn ToSql));
+            values.extend(excluded.iter().map(|v| v as &dyn ToSql));
+            let rows = read(conn, &sql, &values)?;
+            let full = i64::try_from(rows.len()).unwrap_or(i64::MAX) >= window;
+            let mut refused = false;
+            for candidate in rows {
+                if out.len() >= limit {
+                    break;
+                }
+                let rid = candidate.0.rid();
+                if out.iter().any(|(t, _)| t.rid() == rid) {
+                    continue;
+                }
+                if admit(&mut gate, &candidate.0)? {
+                    out.push(candidate);
+                } else {
+                    refused = true;
+                }
+            }
+            if out.len() >= limit || !refused || !full {
                 break;
             }
-            if admit(&mut gate, &candidate.0)? {
-                out.push(candidate);
+            saturated = gate.as_ref().map(Gate::saturated).unwrap_or_default();
+            if saturated.queue {
+                break;
             }
         }
         out
     } else {
-        round_robin(conn, a, &mut gate, keys, examine)?
+        round_robin(conn, a, &mut gate, &saturated, keys, examine)?
     };
     if let Some(g) = &gate {
         g.record(conn, set.now)?;
@@ -128,17 +165,29 @@ pub(crate) fn select(
     Ok(out)
 }
 
+/// Up to `?2` pending tasks of queue `?1` in claim order (names from
+/// `?3`), without those `exclude` (a [`Saturated::filter`]) leaves out.
+fn limited_sql(names: Option<usize>, exclude: &str) -> String {
+    format!(
+        "SELECT {CLAIM_COLUMNS}, ended_outcome IS NOT NULL FROM tasks \
+         WHERE status = 'pending' AND queue = ?1{}{exclude} \
+         ORDER BY priority DESC, run_at, id LIMIT ?2 + 0",
+        names_filter(names, 3)
+    )
+}
+
 /// The first fairness key after `?2` of the pending tasks of queue `?1`.
 const KEYS_SQL: &str = "SELECT fairness_key FROM tasks WHERE status = 'pending' AND queue = ?1 \
      AND fairness_key IS NOT NULL AND fairness_key > ?2 ORDER BY fairness_key LIMIT 1";
 
 /// The pending tasks without a fairness key among the first `?2` of queue
-/// `?1` in claim order (names from `?3`): the pending index yields the
-/// window without reading rows, then only the window's rows are read.
-fn keyless_sql(names: Option<usize>) -> String {
+/// `?1` in claim order (names from `?3`), without those `exclude` leaves
+/// out: the pending index yields the window (reading rows only to match
+/// excluded key values), then only the window's rows are read.
+fn keyless_sql(names: Option<usize>, exclude: &str) -> String {
     format!(
         "SELECT {CLAIM_COLUMNS}, ended_outcome IS NOT NULL FROM tasks WHERE rid IN \
-         (SELECT rid FROM tasks WHERE status = 'pending' AND queue = ?1{} \
+         (SELECT rid FROM tasks WHERE status = 'pending' AND queue = ?1{}{exclude} \
          ORDER BY priority DESC, run_at, id LIMIT ?2 + 0) AND fairness_key IS NULL \
          ORDER BY priority DESC, run_at, id",
         names_filter(names, 3)
@@ -146,12 +195,12 @@ fn keyless_sql(names: Option<usize>) -> String {
 }
 
 /// Up to `?3` pending tasks of queue `?1` with fairness key `?2` in claim
-/// order, after the first `?4` (names from `?5`), through the fairness
-/// index.
-fn lane_sql(names: Option<usize>) -> String {
+/// order, after the first `?4` (names from `?5`), without those `exclude`
+/// leaves out, through the fairness index.
+fn lane_sql(names: Option<usize>, exclude: &str) -> String {
     format!(
         "SELECT {CLAIM_COLUMNS}, ended_outcome IS NOT NULL FROM tasks \
-         WHERE status = 'pending' AND queue = ?1 AND fairness_key = ?2{} \
+         WHERE status = 'pending' AND queue = ?1 AND fairness_key = ?2{}{exclude} \
          ORDER BY priority DESC, run_at, id LIMIT ?3 + 0 OFFSET ?4",
         names_filter(names, 5)
     )
@@ -199,6 +248,7 @@ fn round_robin(
     conn: &Connection,
     a: &ClaimArgs,
     gate: &mut Option<Gate<'_>>,
+    saturated: &Saturated,
     keys: Vec<String>,
     examine: usize,
 ) -> StoreResult<Vec<Candidate>> {
@@ -210,10 +260,12 @@ fn round_robin(
 
     // The tasks without a key, among the first candidates of the usual
     // order (the pending index gives their rows without reading others).
-    let keyless_sql = keyless_sql(n_names);
+    let (exclude, excluded) = saturated.filter(3 + names.len());
+    let keyless_sql = keyless_sql(n_names, &exclude);
     let window = i64::try_from(examine).unwrap_or(i64::MAX);
     let mut values: Vec<&dyn ToSql> = vec![&set.queue, &window];
     values.extend(names.iter().map(|n| n as &dyn ToSql));
+    values.extend(excluded.iter().map(|v| v as &dyn ToSql));
     let keyless: VecDeque<Candidate> = read(conn, &keyless_sql, &values)?.into();
 
     let mut served = stmt(
@@ -252,7 +304,8 @@ fn round_robin(
     drop(served);
     lanes.sort_by(|x, y| (x.served, &x.key).cmp(&(y.served, &y.key)));
 
-    let lane_sql = lane_sql(n_names);
+    let (lane_exclude, lane_excluded) = saturated.filter(5 + names.len());
+    let lane_sql = lane_sql(n_names, &lane_exclude);
     // A lane whose candidates the limits keep refusing gives up its turn
     // after this many.
     let lane_skips = limit.saturating_add(10);
@@ -269,6 +322,7 @@ fn round_robin(
                     let offset = lane.read.unwrap_or(0);
                     let mut values: Vec<&dyn ToSql> = vec![&set.queue, &lane.key, &chunk, &offset];
                     values.extend(names.iter().map(|n| n as &dyn ToSql));
+                    values.extend(lane_excluded.iter().map(|v| v as &dyn ToSql));
                     let rows = read(conn, &lane_sql, &values)?;
                     let got = i64::try_from(rows.len()).unwrap_or(i64::MAX);
                     lane.done = got < chunk;
@@ -379,11 +433,11 @@ mod tests {
         );
         assert!(!keys.contains("TEMP B-TREE"), "{keys}");
         for names in [None, Some(2)] {
-            let lane = plan(&conn, &lane_sql(names));
+            let lane = plan(&conn, &lane_sql(names, ""));
             assert!(lane.contains("USING INDEX tasks_pending_fair"), "{lane}");
             assert!(!lane.contains("SCAN tasks"), "{lane}");
             assert!(!lane.contains("TEMP B-TREE"), "{lane}");
-            let keyless = plan(&conn, &keyless_sql(names));
+            let keyless = plan(&conn, &keyless_sql(names, ""));
             assert!(keyless.contains("tasks_pending"), "{keyless}");
             assert!(!keyless.contains("SCAN tasks"), "{keyless}");
         }

@@ -417,6 +417,52 @@ impl<'l> Gate<'l> {
         Ok(true)
     }
 
+    /// What has no room before the claim reads its candidates, so the
+    /// read skips it (see [`Saturated`]).
+    pub(crate) fn saturated(&self) -> Saturated {
+        let mut out = Saturated::default();
+        let mut budget = MAX_EXCLUDED;
+        for h in &self.held {
+            let full = h
+                .limit
+                .concurrency
+                .is_some_and(|n| h.running >= u64::from(n))
+                || h.limit
+                    .rate
+                    .as_ref()
+                    .is_some_and(|r| h.starts >= u64::from(r.limit));
+            if full {
+                if h.limit.scope == LimitScope::Queue {
+                    out.queue = true;
+                } else if budget > 0 && !out.names.contains(&h.limit.target) {
+                    budget -= 1;
+                    out.names.push(h.limit.target.clone());
+                }
+                continue;
+            }
+            let (Some(pointer), Some(n)) = (&h.pointer, h.limit.key_concurrency) else {
+                continue;
+            };
+            let Some(path) = sql_path(pointer) else {
+                continue;
+            };
+            let values: Vec<String> = h
+                .by_key
+                .iter()
+                .filter(|(_, c)| **c >= u64::from(n))
+                .map(|(k, _)| k.clone())
+                .take(budget)
+                .collect();
+            if values.is_empty() {
+                continue;
+            }
+            budget -= values.len();
+            let name = (h.limit.scope == LimitScope::Name).then(|| h.limit.target.clone());
+            out.keys.push((name, path, values));
+        }
+        out
+    }
+
     /// Writes the rate-log rows of the tasks this claim took, at `now`.
     pub(crate) fn record(&self, conn: &Connection, now: i64) -> StoreResult<()> {
         let mut s = stmt(
@@ -435,6 +481,80 @@ impl<'l> Gate<'l> {
         }
         Ok(())
     }
+}
+
+/// Most names and key values a claim's read excludes (the per-candidate
+/// checks still catch the rest).
+const MAX_EXCLUDED: usize = 500;
+
+/// What is saturated when a claim starts: it reads no candidate these
+/// exclude, so its bounded window is spent on tasks it may take (the
+/// per-candidate checks of [`Gate::admit`] still catch what saturates
+/// during the claim).
+#[derive(Debug, Default)]
+pub(crate) struct Saturated {
+    /// A limit of the queue itself has no room: the claim takes nothing.
+    pub(crate) queue: bool,
+    /// Names whose limit has no room.
+    names: Vec<String>,
+    /// Per-key limits: the name they apply to (`None`: the whole queue),
+    /// the SQLite JSON path of the key and the values (JSON text) whose
+    /// `key_concurrency` is full.
+    keys: Vec<(Option<String>, String, Vec<String>)>,
+}
+
+impl Saturated {
+    /// The condition (` AND ...`, empty when nothing is excluded) with its
+    /// parameters numbered from `?first`, and their values in order. Key
+    /// values compare as JSON text, both sides normalised by SQLite.
+    pub(crate) fn filter(&self, first: usize) -> (String, Vec<String>) {
+        let mut sql = String::new();
+        let mut values: Vec<String> = Vec::new();
+        let mark = |values: &mut Vec<String>, v: &str| {
+            values.push(v.to_owned());
+            format!("?{}", first + values.len() - 1)
+        };
+        if !self.names.is_empty() {
+            let marks: Vec<String> = self.names.iter().map(|n| mark(&mut values, n)).collect();
+            sql.push_str(&format!(" AND name NOT IN ({})", marks.join(", ")));
+        }
+        for (name, path, keys) in &self.keys {
+            let path = mark(&mut values, path);
+            let marks: Vec<String> = keys
+                .iter()
+                .map(|k| format!("json({})", mark(&mut values, k)))
+                .collect();
+            let held = format!("coalesce((input -> {path}) IN ({}), 0)", marks.join(", "));
+            match name {
+                None => sql.push_str(&format!(" AND NOT {held}")),
+                Some(n) => {
+                    let n = mark(&mut values, n);
+                    sql.push_str(&format!(" AND NOT (name = {n} AND {held})"));
+                }
+            }
+        }
+        (sql, values)
+    }
+}
+
+/// The SQLite JSON path of a JSON `pointer` whose segments are plain
+/// labels (`/a/b` → `$.a.b`); `None` for others (array indexes, quoted
+/// labels), which the claim then leaves to the per-candidate check.
+fn sql_path(pointer: &str) -> Option<String> {
+    let mut path = String::from("$");
+    for segment in pointer.strip_prefix('/')?.split('/') {
+        let mut chars = segment.chars();
+        let plain = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !plain {
+            return None;
+        }
+        path.push('.');
+        path.push_str(segment);
+    }
+    Some(path)
 }
 
 /// The count of waiting tasks of `scope` target `?1` with fairness key

@@ -196,3 +196,76 @@ async fn a_version_4_file_gains_limits() {
         Some("k")
     );
 }
+
+/// A saturated key at the head of the queue hides nothing behind it:
+/// under `key_concurrency` 1, 500 pending tasks of customer A queued
+/// before one of customer B, one claim of 2 takes one A and the B.
+#[tokio::test]
+async fn a_saturated_key_ahead_does_not_hide_another() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    store
+        .limit_put(&LimitPutParams {
+            limit: Limit::name("import").per_key("customer", 1),
+            now: now(),
+        })
+        .await
+        .unwrap();
+    let task = |c: &str| {
+        NewTask::new("import", json!({ "customer": c }))
+            .options(TaskOptions::new().queue("imports"))
+    };
+    insert(&store, (0..500).map(|_| task("A")).collect())
+        .await
+        .unwrap();
+    let b = insert(&store, vec![task("B")]).await.unwrap()[0];
+    let got = store
+        .task_claim(&claim_params("imports", 2, now()))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got.iter().filter(|t| t.id == b).count(), 1);
+    assert_eq!(got.iter().filter(|t| t.input["customer"] == "A").count(), 1);
+    // A stays saturated while its task runs: nothing more to take.
+    assert!(
+        store
+            .task_claim(&claim_params("imports", 2, now()))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// The same for a saturated name ahead of another name in a shared queue.
+#[tokio::test]
+async fn a_saturated_name_ahead_does_not_hide_another() {
+    let db = TempDb::new();
+    let store = db.open().await;
+    store
+        .limit_put(&LimitPutParams {
+            limit: Limit::name("heavy").concurrency(1),
+            now: now(),
+        })
+        .await
+        .unwrap();
+    let task =
+        |name: &str| NewTask::new(name, json!(null)).options(TaskOptions::new().queue("shared"));
+    insert(&store, (0..500).map(|_| task("heavy")).collect())
+        .await
+        .unwrap();
+    let light = insert(&store, vec![task("light")]).await.unwrap()[0];
+    let got = store
+        .task_claim(&claim_params("shared", 2, now()))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got.iter().filter(|t| t.id == light).count(), 1);
+    assert_eq!(got.iter().filter(|t| t.name == "heavy").count(), 1);
+    assert!(
+        store
+            .task_claim(&claim_params("shared", 2, now()))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

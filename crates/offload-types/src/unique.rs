@@ -3,7 +3,7 @@
 //!
 //! | mode | a task with the key exists and … | the new enqueue |
 //! | --- | --- | --- |
-//! | `reject` (default) | is waiting or running (or, with a `window`, was created within it) | returns that task (`existing`) |
+//! | `reject` (default) | is waiting or running — or, with a `window`, was created less than `window` ago, whatever its status | returns that task (`existing`) |
 //! | `replace` | is waiting | its input becomes the new input (`replaced`) |
 //! | `debounce` | is waiting | its input becomes the new input and its start moves to `now + window`, never past `created_at + max_wait` (`debounced`) |
 //! | `throttle` | is waiting | its input becomes the new input (`throttled`) |

@@ -45,6 +45,9 @@ impl GroupHandle {
     }
 }
 
+/// Most times [`Client::group`] counts while the callback's status moves.
+const GROUP_READS: usize = 3;
+
 /// Page size when reading many tasks by id.
 const IDS_PER_PAGE: u32 = 500;
 
@@ -116,18 +119,29 @@ impl Client {
 
     /// Where group `id` stands; [`Error::NotFound`] if there is no such group.
     pub async fn group(&self, id: TaskId) -> Result<GroupStatus> {
-        let callback = self.get(id).await?;
+        let mut callback = self.get(id).await?;
         if callback.group_id != Some(id) {
             return Err(
                 ValidationError::new("id", format!("task {id} is not a group's callback")).into(),
             );
         }
-        let counts = self
-            .count(TaskFilter {
-                group: Some(id),
-                ..TaskFilter::default()
-            })
-            .await?;
+        // the count includes the callback; read its status again after the
+        // count, so the one subtracted is the one counted
+        let mut counts = Vec::new();
+        for _ in 0..GROUP_READS {
+            counts = self
+                .count(TaskFilter {
+                    group: Some(id),
+                    ..TaskFilter::default()
+                })
+                .await?;
+            let again = self.get(id).await?;
+            let steady = again.status == callback.status;
+            callback = again;
+            if steady {
+                break;
+            }
+        }
         let mut members: BTreeMap<Status, u64> = BTreeMap::new();
         for c in counts {
             *members.entry(c.status).or_default() += c.count;

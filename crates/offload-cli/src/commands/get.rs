@@ -99,7 +99,11 @@ async fn blocked_on(tasks: &Tasks, task: &Task) -> anyhow::Result<String> {
         let status = match tasks.get(*id).await {
             Ok(dep) => dep.status,
             // purged: it ended long ago
-            Err(_) => continue,
+            Err(e) if matches!(e.downcast_ref(), Some(offload::Error::NotFound(_))) => continue,
+            Err(e) => {
+                unmet.push(format!("{id} (unknown: {e})"));
+                continue;
+            }
         };
         let met = if *must_succeed {
             status == Status::Success

@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use offload_store::{ScheduleDueParams, ScheduleFireParams, ScheduleFired, ScheduleRecord};
+use offload_store::{
+    ScheduleDueParams, ScheduleFireParams, ScheduleFired, ScheduleRecord, StoreError,
+};
 use offload_types::{CronSchedule, NewTask, Schedule, TickPlan, plan_tick};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -88,8 +90,20 @@ async fn round(
                 }
             },
         };
-        if let Err(e) = fire(shared, &cron, &record).await {
-            tracing::warn!(schedule = %record.schedule.name, error = %e, "could not handle a tick; it stays due");
+        match fire(shared, &cron, &record).await {
+            Ok(()) => {}
+            // the store refused the tick's task (a full quota, a task that
+            // became invalid): retrying every round would not help, so the
+            // tick is skipped
+            Err(e @ (StoreError::QuotaExceeded(_) | StoreError::Invalid(_))) => {
+                tracing::warn!(schedule = %record.schedule.name, error = %e, "the tick's task was refused; skipping the tick");
+                if let Err(e) = skip(shared, &cron, &record).await {
+                    tracing::warn!(schedule = %record.schedule.name, error = %e, "could not skip the tick; it stays due");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(schedule = %record.schedule.name, error = %e, "could not handle a tick; it stays due");
+            }
         }
     }
     Ok(())
@@ -129,6 +143,29 @@ async fn fire(
         (ScheduleFired::Lost, _) => {}
     }
     Ok(())
+}
+
+/// Moves a schedule past its due tick without a task.
+async fn skip(
+    shared: &Shared,
+    cron: &CronSchedule,
+    record: &ScheduleRecord,
+) -> offload_store::StoreResult<()> {
+    let Some(due) = record.next_run_at else {
+        return Ok(());
+    };
+    let now = shared.clock.now();
+    shared
+        .store
+        .schedule_fire(&ScheduleFireParams {
+            name: record.schedule.name.clone(),
+            expected: due,
+            next_run_at: cron.next_after(now.max(due)),
+            task: None,
+            now,
+        })
+        .await
+        .map(|_| ())
 }
 
 /// The task of one tick: the schedule's task, starting at the tick, with

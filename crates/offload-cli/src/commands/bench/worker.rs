@@ -5,7 +5,8 @@
 //! and, when the input carries `"t"`, records `now - t` (pickup latency),
 //! then reports `ready`. It times from just before the store is opened
 //! until every expected task has been handled **and** the store shows no
-//! unfinished bench task (polled every 2 ms once the count is reached), and
+//! pending or running bench task (polled every 2 ms once the count is
+//! reached; a standing backlog of delayed or blocked tasks stays), and
 //! reports `done` with the elapsed time, the count and the latencies.
 //!
 //! As in the peer harness the worker is a separate process: the driver
@@ -33,7 +34,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout};
 
-use super::workloads::{unfinished, wall_clock_ms};
+use super::workloads::{ready_or_running, wall_clock_ms};
 use super::{QUEUE, Settings, TASK_NAME};
 use crate::output;
 
@@ -190,7 +191,7 @@ where
     report(Report::Ready);
     let finished = timeout(settings.timeout, async {
         tally.wait_all().await;
-        while unfinished(&client).await? > 0 {
+        while ready_or_running(&client).await? > 0 {
             sleep(FINISHED_POLL).await;
         }
         anyhow::Ok(())

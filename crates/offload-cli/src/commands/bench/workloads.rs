@@ -381,6 +381,18 @@ pub(super) async fn unfinished(client: &Client) -> anyhow::Result<u64> {
     Ok(counts.iter().map(|c| c.count).sum())
 }
 
+/// Bench tasks ready or running (not the standing backlog, which waits).
+pub(super) async fn ready_or_running(client: &Client) -> anyhow::Result<u64> {
+    let counts = client
+        .count(TaskFilter {
+            queues: vec![QUEUE.to_owned()],
+            statuses: vec![Status::Pending, Status::Running],
+            ..TaskFilter::default()
+        })
+        .await?;
+    Ok(counts.iter().map(|c| c.count).sum())
+}
+
 /// Deletes the bench's tasks (queue [`QUEUE`]) and nothing else: waiting
 /// ones are aborted first, then every terminal one is purged.
 pub(super) async fn clean(client: &Client) -> anyhow::Result<()> {
