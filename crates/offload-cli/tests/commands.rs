@@ -54,6 +54,14 @@ fn enqueue_then_get_and_list_round_trip() {
     assert_eq!(tasks.len(), 1);
     let mut from_get = task.clone();
     from_get.as_object_mut().unwrap().remove("attempts");
+    // get explains what a waiting task waits for; list does not
+    assert!(
+        from_get
+            .as_object_mut()
+            .unwrap()
+            .remove("waiting_for")
+            .is_some()
+    );
     assert_eq!(tasks[0], from_get);
     assert_eq!(page["next_cursor"], Value::Null);
 

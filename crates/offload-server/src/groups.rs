@@ -17,7 +17,7 @@ use crate::{ApiError, Metrics};
 /// `{"id", "members", "callback"}`: all stored in one commit. The callback
 /// becomes `pending` once every member has ended, whatever the outcome;
 /// the group's id is the callback's id.
-#[utoipa::path(post, path = "/v1/groups", tag = "groups", request_body = GroupBody,
+#[utoipa::path(post, path = "/v1/groups", operation_id = "enqueue_group", tag = "groups", request_body = GroupBody,
     responses((status = 201, description = "Enqueued", body = EnqueuedGroup), (status = 413, description = "Body over the limit", body = ErrorBody), (status = 415, description = "Not JSON", body = ErrorBody), (status = 422, description = "Invalid input (names the field)", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn create(
     State(client): State<Client>,
@@ -59,8 +59,8 @@ pub(crate) async fn create(
 }
 
 /// `GET /v1/groups/{id}` → where the group stands.
-#[utoipa::path(get, path = "/v1/groups/{id}", tag = "groups", params(("id" = String, Path, description = "The group id (its callback's id)")),
-    responses((status = 200, description = "The group", body = GroupStatus), (status = 404, description = "No such task", body = ErrorBody), (status = 422, description = "The task is not a group's callback", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/groups/{id}", operation_id = "get_group", tag = "groups", params(("id" = String, Path, description = "The group id (its callback's id)")),
+    responses((status = 200, description = "The group", body = GroupStatus), (status = 404, description = "No such task", body = ErrorBody), (status = 422, description = "The task is not a group's callback", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn get(
     State(client): State<Client>,
     Path(id): Path<String>,
@@ -70,8 +70,8 @@ pub(crate) async fn get(
 
 /// `POST /v1/groups/{id}/abort?reason=` → the group after aborting its
 /// callback and every member that has not ended.
-#[utoipa::path(post, path = "/v1/groups/{id}/abort", tag = "groups", params(("id" = String, Path, description = "The group id"), ReasonQuery),
-    responses((status = 200, description = "The group afterwards", body = GroupStatus), (status = 404, description = "No such task", body = ErrorBody), (status = 422, description = "The task is not a group's callback", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/groups/{id}/abort", operation_id = "abort_group", tag = "groups", params(("id" = String, Path, description = "The group id"), ReasonQuery),
+    responses((status = 200, description = "The group afterwards", body = GroupStatus), (status = 404, description = "No such task", body = ErrorBody), (status = 422, description = "The task is not a group's callback", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn abort(
     State(client): State<Client>,
     Extension(caller): Extension<Caller>,

@@ -16,7 +16,7 @@ use crate::tasks::{ReasonQuery, audit};
 
 /// `POST /v1/limits` with a limit → 201 the limit as stored (replacing
 /// the one with the same scope and target).
-#[utoipa::path(post, path = "/v1/limits", tag = "limits", request_body = Limit,
+#[utoipa::path(post, path = "/v1/limits", operation_id = "put_limit", tag = "limits", request_body = Limit,
     responses((status = 201, description = "Stored", body = LimitRecord), (status = 422, description = "Invalid input (names the field)", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn put(
     State(client): State<Client>,
@@ -38,15 +38,15 @@ pub(crate) async fn put(
 }
 
 /// `GET /v1/limits` → `{"limits": [...]}`.
-#[utoipa::path(get, path = "/v1/limits", tag = "limits",
+#[utoipa::path(get, path = "/v1/limits", operation_id = "list_limits", tag = "limits",
     responses((status = 200, description = "Every limit", body = Value), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn list(State(client): State<Client>) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({ "limits": client.limits().await? })))
 }
 
 /// `DELETE /v1/limits/{scope}/{target}?reason=` → 204.
-#[utoipa::path(delete, path = "/v1/limits/{scope}/{target}", tag = "limits", params(("scope" = String, Path, description = "`name` or `queue`"), ("target" = String, Path, description = "The task name or queue"), ReasonQuery),
-    responses((status = 204, description = "Deleted"), (status = 404, description = "No such limit", body = ErrorBody), (status = 422, description = "Unknown scope", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/limits/{scope}/{target}", operation_id = "delete_limit", tag = "limits", params(("scope" = String, Path, description = "`name` or `queue`"), ("target" = String, Path, description = "The task name or queue"), ReasonQuery),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "No such limit", body = ErrorBody), (status = 422, description = "Unknown scope", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn delete(
     State(client): State<Client>,
     Extension(caller): Extension<Caller>,

@@ -41,7 +41,7 @@ pub(crate) struct ScheduleBody {
 
 /// `POST /v1/schedules` → 201 the schedule, stored or with its definition
 /// replaced (an unchanged cron and time zone keep the next tick).
-#[utoipa::path(post, path = "/v1/schedules", tag = "schedules", request_body = ScheduleBody,
+#[utoipa::path(post, path = "/v1/schedules", operation_id = "put_schedule", tag = "schedules", request_body = ScheduleBody,
     responses((status = 201, description = "Stored; with `upcoming` run times", body = ScheduleRecord), (status = 422, description = "Invalid input (names the field)", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn put(
     State(client): State<Client>,
@@ -69,7 +69,7 @@ pub(crate) async fn put(
 
 /// `GET /v1/schedules` → `{"schedules": [...]}` by name, each with its
 /// next run times.
-#[utoipa::path(get, path = "/v1/schedules", tag = "schedules",
+#[utoipa::path(get, path = "/v1/schedules", operation_id = "list_schedules", tag = "schedules",
     responses((status = 200, description = "Every schedule", body = Value), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn list(State(client): State<Client>) -> Result<Json<Value>, ApiError> {
     let schedules = client
@@ -82,7 +82,7 @@ pub(crate) async fn list(State(client): State<Client>) -> Result<Json<Value>, Ap
 }
 
 /// `GET /v1/schedules/{name}`.
-#[utoipa::path(get, path = "/v1/schedules/{name}", tag = "schedules", params(("name" = String, Path, description = "The schedule's name")),
+#[utoipa::path(get, path = "/v1/schedules/{name}", operation_id = "get_schedule", tag = "schedules", params(("name" = String, Path, description = "The schedule's name")),
     responses((status = 200, description = "The schedule", body = ScheduleRecord), (status = 404, description = "No such schedule", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn get(
     State(client): State<Client>,
@@ -104,8 +104,8 @@ fn not_found(name: &str) -> ApiError {
 }
 
 /// `DELETE /v1/schedules/{name}?reason=` → 204 (the tasks it enqueued stay).
-#[utoipa::path(delete, path = "/v1/schedules/{name}", tag = "schedules", params(("name" = String, Path, description = "The schedule's name"), ReasonQuery),
-    responses((status = 204, description = "Deleted"), (status = 404, description = "No such schedule", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
+#[utoipa::path(delete, path = "/v1/schedules/{name}", operation_id = "delete_schedule", tag = "schedules", params(("name" = String, Path, description = "The schedule's name"), ReasonQuery),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "No such schedule", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn delete(
     State(client): State<Client>,
     Extension(caller): Extension<Caller>,
@@ -157,8 +157,8 @@ async fn set_paused(
 }
 
 /// `POST /v1/schedules/{name}/pause?reason=` → the schedule, paused.
-#[utoipa::path(post, path = "/v1/schedules/{name}/pause", tag = "schedules", params(("name" = String, Path, description = "The schedule's name"), ReasonQuery),
-    responses((status = 200, description = "The schedule, paused", body = ScheduleRecord), (status = 404, description = "No such schedule", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/schedules/{name}/pause", operation_id = "pause_schedule", tag = "schedules", params(("name" = String, Path, description = "The schedule's name"), ReasonQuery),
+    responses((status = 200, description = "The schedule, paused", body = ScheduleRecord), (status = 404, description = "No such schedule", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn pause(
     State(client): State<Client>,
     Extension(caller): Extension<Caller>,
@@ -170,8 +170,8 @@ pub(crate) async fn pause(
 
 /// `POST /v1/schedules/{name}/resume?reason=` → the schedule, running from
 /// the next tick after now.
-#[utoipa::path(post, path = "/v1/schedules/{name}/resume", tag = "schedules", params(("name" = String, Path, description = "The schedule's name"), ReasonQuery),
-    responses((status = 200, description = "The schedule, active", body = ScheduleRecord), (status = 404, description = "No such schedule", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/schedules/{name}/resume", operation_id = "resume_schedule", tag = "schedules", params(("name" = String, Path, description = "The schedule's name"), ReasonQuery),
+    responses((status = 200, description = "The schedule, active", body = ScheduleRecord), (status = 404, description = "No such schedule", body = ErrorBody), (status = 400, description = "Malformed request", body = ErrorBody), (status = 503, description = "The store cannot be reached", body = ErrorBody)))]
 pub(crate) async fn resume(
     State(client): State<Client>,
     Extension(caller): Extension<Caller>,

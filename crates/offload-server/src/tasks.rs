@@ -108,7 +108,15 @@ pub(crate) async fn enqueue(
     };
     let ids: Vec<TaskId> = handles.iter().map(|h| h.id()).collect();
     let outcomes: Vec<EnqueueOutcome> = handles.iter().map(|h| h.outcome()).collect();
-    let created = ids.iter().zip(&given).filter(|(id, g)| id == g).count();
+    let created = if replayed {
+        // the first request's tasks: what was stored then
+        outcomes
+            .iter()
+            .filter(|o| matches!(o, EnqueueOutcome::Created | EnqueueOutcome::Throttled))
+            .count()
+    } else {
+        ids.iter().zip(&given).filter(|(id, g)| id == g).count()
+    };
     if !replayed {
         metrics.enqueued(created);
     }
