@@ -96,10 +96,14 @@ impl Where {
     /// The clauses of `filter`.
     pub(crate) fn filter(filter: &TaskFilter) -> Self {
         let mut w = Self::default();
-        w.any_of(
-            "status",
-            filter.statuses.iter().map(|s| s.as_str().to_owned()),
-        );
+        match filter.statuses.as_slice() {
+            // one status is written as a literal (status names are fixed
+            // identifiers), so the planner can use that status's partial
+            // index (`tasks_pending`, `tasks_running`, ...) instead of
+            // reading every row
+            [one] => w.clauses.push(format!("status = '{}'", one.as_str())),
+            many => w.any_of("status", many.iter().map(|s| s.as_str().to_owned())),
+        }
         w.any_of("name", filter.names.iter().cloned());
         w.any_of("queue", filter.queues.iter().cloned());
         if let Some(tag) = &filter.tag {
