@@ -216,7 +216,29 @@ pub(crate) struct NewRows {
     pub(crate) fairness_keys: Vec<Option<String>>,
 }
 
+/// A statement with its arguments bound so far.
+pub(crate) type Bound<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
 impl NewRows {
+    /// Binds the twelve column arrays every insert statement starts with,
+    /// as `$1` to `$12`: ids, names, queues, inputs, statuses, priorities,
+    /// max_attempts, run_ats, timeouts, retries, tags, metadata.
+    pub(crate) fn bind_columns<'q>(&'q self, query: Bound<'q>) -> Bound<'q> {
+        query
+            .bind(&self.ids)
+            .bind(&self.names)
+            .bind(&self.queues)
+            .bind(&self.inputs)
+            .bind(&self.statuses)
+            .bind(&self.priorities)
+            .bind(&self.max_attempts)
+            .bind(&self.run_ats)
+            .bind(&self.timeouts)
+            .bind(&self.retries)
+            .bind(&self.tags)
+            .bind(&self.metadata)
+    }
+
     /// Validates `task` and appends it with the defaults filled in: queue
     /// `default`, priority 0, `max_attempts` 3, metadata `{}`; `scheduled`
     /// when it starts after `now`, else `pending`.

@@ -369,19 +369,7 @@ async fn write(
              jsonb_build_object('status', status) FROM ins) \
              SELECT count(*) FROM ins"
         );
-        sqlx::query(AssertSqlSafe(sql))
-            .bind(&rows.ids)
-            .bind(&rows.names)
-            .bind(&rows.queues)
-            .bind(&rows.inputs)
-            .bind(&rows.statuses)
-            .bind(&rows.priorities)
-            .bind(&rows.max_attempts)
-            .bind(&rows.run_ats)
-            .bind(&rows.timeouts)
-            .bind(&rows.retries)
-            .bind(&rows.tags)
-            .bind(&rows.metadata)
+        rows.bind_columns(sqlx::query(AssertSqlSafe(sql)))
             .bind(now)
             .bind(&rows.webhooks)
             .bind(&f.depends_on)

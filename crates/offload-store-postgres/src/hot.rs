@@ -235,19 +235,8 @@ pub(crate) async fn insert_unchecked(
         Plan::Inline(p) => Some(format!("-\n{}", p.body())),
         Plan::Deferred => None,
     };
-    let result = sqlx::query(AssertSqlSafe(store.inner.sql.insert.clone()))
-        .bind(&rows.ids)
-        .bind(&rows.names)
-        .bind(&rows.queues)
-        .bind(&rows.inputs)
-        .bind(&rows.statuses)
-        .bind(&rows.priorities)
-        .bind(&rows.max_attempts)
-        .bind(&rows.run_ats)
-        .bind(&rows.timeouts)
-        .bind(&rows.retries)
-        .bind(&rows.tags)
-        .bind(&rows.metadata)
+    let result = rows
+        .bind_columns(sqlx::query(AssertSqlSafe(store.inner.sql.insert.clone())))
         .bind(now)
         .bind(&store.inner.channel)
         .bind(&text)
