@@ -668,10 +668,12 @@ async fn leader_failover_after_sigkill_rescues_an_expired_lease() {
 
     // A task claimed by a worker that never heartbeats: the test itself,
     // with a 1 s lease. The workers must not get it first, so it is
-    // scheduled 300 ms ahead and claimed at once with `now` = its run_at
-    // (the store takes the time from its caller); its lease therefore runs
-    // out 1.3 s from now, and only a leader's rescue brings it back.
-    let run_at = chrono::Utc::now() + chrono::Duration::milliseconds(300);
+    // scheduled a second ahead (room for a loaded machine) and claimed at
+    // once with `now` = its run_at (the store takes the time from its
+    // caller); its lease therefore runs out 2 s from now, and only a
+    // leader's rescue brings it back.
+    let ahead = Duration::from_secs(1);
+    let run_at = chrono::Utc::now() + chrono::Duration::from_std(ahead).unwrap();
     let handle = db
         .client
         .trigger(TASK, json!({}), TaskOptions::new().run_at(run_at))
@@ -695,7 +697,7 @@ async fn leader_failover_after_sigkill_rescues_an_expired_lease() {
         "the test claims the task before any worker"
     );
     assert_eq!(claimed[0].id, handle.id());
-    let lease_ends = Instant::now() + Duration::from_millis(1_300);
+    let lease_ends = Instant::now() + ahead + Duration::from_secs(1);
 
     let killed_at = Instant::now();
     let status = procs.sigkill(leader_ix);
@@ -755,7 +757,7 @@ async fn leader_failover_after_sigkill_rescues_an_expired_lease() {
         "takeover took {takeover:?}"
     );
     assert!(
-        rescued_in < Duration::from_secs(5),
+        rescued_in < ahead + Duration::from_millis(4_700),
         "rescue and run took {rescued_in:?}"
     );
     println!(
